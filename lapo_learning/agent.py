@@ -1,0 +1,122 @@
+"""What every agent shares: its config, the observation encoder, augmentation and state handling."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from lapo_learning.networks import ObservationEncoder, random_shift
+from lapo_learning.replay import Batch
+from lapo_learning.schema import ObservationSchema
+
+ALGOS = ("lapo", "bc")
+
+
+@dataclass
+class AgentConfig:
+    algo: str = "lapo"
+    image_encoder: str = "cnn_3conv_1fc_0"
+    pretrained: bool = False
+    joint_backbone: str = "fc_2layers_256units"
+    obs_feature_dim: int = 256
+    hidden_dim: int = 256
+    discount: float = 0.99
+    tau: float = 0.005
+    expectile: float = 0.9
+    kl_beta: float = 1.0
+    max_latent_action: float = 2.0
+    doubleq_min: float = 0.8
+    policy_noise: float = 0.2  # target-policy smoothing in latent space
+    noise_clip: float = 0.5
+    actor_lr: float = 1e-4
+    vae_lr: float = 1e-4
+    critic_lr: float = 5e-4
+    augment_pad: int = 4  # random-shift pixels in training; 0 disables
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
+        if not 0.0 < self.expectile < 1.0:
+            raise ValueError(f"expectile must be in (0, 1), got {self.expectile}")
+        if not 0.0 <= self.discount < 1.0:
+            raise ValueError(f"discount must be in [0, 1), got {self.discount}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AgentConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
+    with torch.no_grad():
+        for p, tp in zip(net.parameters(), target.parameters()):
+            tp.lerp_(p, tau)
+
+
+class Agent:
+    """Base: owns the observation encoder; subclasses add heads, optimizers and `train_step`."""
+
+    def __init__(self, schema: ObservationSchema, config: AgentConfig, device: torch.device | str) -> None:
+        self.schema = schema
+        self.config = config
+        self.device = torch.device(device)
+        self.encoder = ObservationEncoder(
+            n_cameras=len(schema.cameras), joint_dim=schema.joint_dim, image_size=schema.image_size,
+            feature_dim=config.obs_feature_dim, image_encoder=config.image_encoder,
+            joint_backbone=config.joint_backbone, pretrained=config.pretrained,
+        ).to(self.device)
+        self.aug_generator = torch.Generator(device=self.device)
+
+    def seed(self, seed: int) -> None:
+        self.aug_generator.manual_seed(seed)
+
+    def augment(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [random_shift(img, self.config.augment_pad, self.aug_generator) for img in images]
+
+    def encode_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of s and s' in one encoder pass (half the kernel launches of two passes)."""
+        images = self.augment([torch.cat([a, b]) for a, b in zip(batch.images, batch.next_images)])
+        feats = self.encoder(images, torch.cat([batch.joint, batch.next_joint]))
+        return feats[: len(batch)], feats[len(batch):]
+
+    # Subclass interface -------------------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, images: list[torch.Tensor], joint: torch.Tensor) -> torch.Tensor:
+        """Normalised actions for uint8 images and normalised joints (no augmentation)."""
+        raise NotImplementedError
+
+    # State ---------------------------------------------------------------------------------------
+    def state_dict(self, with_optimizers: bool = True) -> dict[str, Any]:
+        state: dict[str, Any] = {"modules": {k: m.state_dict() for k, m in self.modules().items()}}
+        if with_optimizers:
+            state["optimizers"] = {k: o.state_dict() for k, o in self.optimizers().items()}
+            state["aug_generator"] = self.aug_generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        modules = self.modules()
+        missing = set(modules) - set(state["modules"])
+        if missing:
+            raise KeyError(f"checkpoint lacks modules {sorted(missing)}")
+        for k, m in modules.items():
+            m.load_state_dict(state["modules"][k])
+        if "optimizers" in state:
+            for k, o in self.optimizers().items():
+                o.load_state_dict(state["optimizers"][k])
+            self.aug_generator.set_state(state["aug_generator"])  # checkpoints load on CPU

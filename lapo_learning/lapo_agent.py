@@ -1,0 +1,203 @@
+"""Multimodal LAPO (Chen et al., NeurIPS 2022), following the reference implementation's final version.
+
+Per train step, on one batch:
+1. Critic (twin Q + V) on encoder features *with* gradient: Q target r + gamma(1-d) V'(s');
+   V target = doubleq_min-blend of min/max target-Q at the target actor's decoded action (latent
+   smoothed with clipped noise), both clamped to the value range. The observation encoder sits in
+   the critic optimizer: it learns only from this loss (the seeds' gradient-flow rule).
+2. Weighted CVAE on *detached* features: loss = mean(w * (recon + kl_beta * KL)) with
+   w = expectile if A > 0 else 1 - expectile, A = r + gamma(1-d) V(s') - V(s) from the updated
+   critic (V(s') is the critic's estimate of Q'(s', a'(s')), as in the reference).
+3. Latent actor on detached features: maximise Q1(s, decode_target(s, max_latent*tanh(.))).
+4. Polyak averaging (tau) of critic, actor and VAE targets.
+
+Deviation from the reference: target networks reuse the online encoder's (detached) features of s
+and s' rather than a separate target encoder, which would cost a third image-encoder pass per step;
+the critic heads themselves still have Polyak targets.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lapo_learning.agent import Agent, AgentConfig, soft_update
+from lapo_learning.networks import mlp
+from lapo_learning.replay import Batch
+from lapo_learning.schema import ObservationSchema
+
+
+class LatentActor(nn.Module):
+    def __init__(self, feature_dim: int, latent_dim: int, hidden: int, max_latent_action: float) -> None:
+        super().__init__()
+        self.net = mlp(feature_dim, (hidden, hidden, hidden), latent_dim)
+        self.max_latent_action = max_latent_action
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        return self.max_latent_action * torch.tanh(self.net(feature))
+
+
+class ActionVAE(nn.Module):
+    """Conditional VAE over normalised actions: (feature, action) -> z -> (feature, z) -> action."""
+
+    def __init__(self, feature_dim: int, action_dim: int, latent_dim: int, hidden: int,
+                 max_latent_action: float) -> None:
+        super().__init__()
+        self.encoder = mlp(feature_dim + action_dim, (hidden, hidden, hidden))
+        self.mean = nn.Linear(hidden, latent_dim)
+        self.log_var = nn.Linear(hidden, latent_dim)
+        self.decoder = mlp(feature_dim + latent_dim, (hidden, hidden, hidden), action_dim)
+        self.latent_dim = latent_dim
+        self.max_latent_action = max_latent_action
+
+    def forward(self, feature: torch.Tensor, action: torch.Tensor):
+        h = self.encoder(torch.cat([feature, action], dim=1))
+        mean, log_var = self.mean(h), self.log_var(h)
+        z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
+        return self.decode(feature, z), mean, log_var
+
+    def decode(self, feature: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(torch.cat([feature, z], dim=1))
+
+
+class Critic(nn.Module):
+    """Twin Q(s, a) and V(s) heads on the observation feature."""
+
+    def __init__(self, feature_dim: int, action_dim: int, hidden: int) -> None:
+        super().__init__()
+        sizes = (hidden, hidden, hidden)
+        self.q1_net = mlp(feature_dim + action_dim, sizes, 1)
+        self.q2_net = mlp(feature_dim + action_dim, sizes, 1)
+        self.v_net = mlp(feature_dim, sizes, 1)
+
+    def forward(self, feature: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([feature, action], dim=1)
+        return self.q1_net(x), self.q2_net(x)
+
+    def q1(self, feature: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.q1_net(torch.cat([feature, action], dim=1))
+
+    def v(self, feature: torch.Tensor) -> torch.Tensor:
+        return self.v_net(feature)
+
+
+def kl_divergence(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    return -0.5 * torch.sum(1 + log_var - mean.pow(2) - log_var.exp(), dim=1, keepdim=True)
+
+
+class LAPOAgent(Agent):
+    def __init__(self, schema: ObservationSchema, config: AgentConfig, device: torch.device | str,
+                 value_range: tuple[float, float]) -> None:
+        super().__init__(schema, config, device)
+        c, f, a = config, config.obs_feature_dim, schema.action_dim
+        latent = 2 * a
+        self.vae = ActionVAE(f, a, latent, c.hidden_dim, c.max_latent_action).to(self.device)
+        self.vae_target = copy.deepcopy(self.vae)
+        self.actor = LatentActor(f, latent, c.hidden_dim, c.max_latent_action).to(self.device)
+        self.actor_target = copy.deepcopy(self.actor)
+        self.critic = Critic(f, a, c.hidden_dim).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic)
+        for target in (self.vae_target, self.actor_target, self.critic_target):
+            target.requires_grad_(False)
+        # The gradient-flow rule: the encoder is trained by the critic loss only.
+        self.critic_optimizer = torch.optim.Adam(
+            [{"params": self.critic.parameters()}, {"params": self.encoder.parameters()}], lr=c.critic_lr)
+        self.vae_optimizer = torch.optim.Adam(self.vae.parameters(), lr=c.vae_lr)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr)
+        # V ranges over [min r, max r] / (1 - gamma): the discounted sum of any reward sequence.
+        self.min_v = value_range[0] / (1.0 - c.discount)
+        self.max_v = value_range[1] / (1.0 - c.discount)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder, "vae": self.vae, "vae_target": self.vae_target,
+                "actor": self.actor, "actor_target": self.actor_target,
+                "critic": self.critic, "critic_target": self.critic_target}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"critic": self.critic_optimizer, "vae": self.vae_optimizer, "actor": self.actor_optimizer}
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        feat, next_feat, metrics = self.critic_step(batch)
+        feat, next_feat = feat.detach(), next_feat.detach()
+        metrics.update(self.vae_step(feat, next_feat, batch))
+        metrics.update(self.actor_step(feat))
+        self.update_targets()
+        return metrics
+
+    def critic_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        c = self.config
+        feat, next_feat = self.encode_pair(batch)
+        with torch.no_grad():
+            f_d, nf_d = feat.detach(), next_feat.detach()
+            target_q = batch.reward + batch.not_done * c.discount * self.critic_target.v(nf_d)
+            latent = self.actor_target(f_d)
+            noise = (torch.randn_like(latent) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
+            pi_action = self.vae_target.decode(f_d, latent + noise)
+            tq1, tq2 = self.critic_target(f_d, pi_action)
+            target_v = c.doubleq_min * torch.min(tq1, tq2) + (1 - c.doubleq_min) * torch.max(tq1, tq2)
+            target_q = target_q.clamp(self.min_v, self.max_v)
+            target_v = target_v.clamp(self.min_v, self.max_v)
+        q1, q2 = self.critic(feat, batch.action)
+        v = self.critic.v(feat)
+        q_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        v_loss = F.mse_loss(v, target_v)
+        loss = q_loss + v_loss
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_optimizer.step()
+        return feat, next_feat, {"critic_loss": loss.item(), "q_loss": q_loss.item(), "v_loss": v_loss.item(),
+                                 "q_mean": q1.mean().item(), "q_max": q1.max().item(),
+                                 "v_mean": v.mean().item(), "target_q_mean": target_q.mean().item()}
+
+    def advantage_weights(self, feat: torch.Tensor, next_feat: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        with torch.no_grad():
+            v = self.critic.v(feat).clamp(self.min_v, self.max_v)
+            next_v = self.critic.v(next_feat).clamp(self.min_v, self.max_v)
+            adv = batch.reward + batch.not_done * c.discount * next_v - v
+            weights = torch.where(adv > 0, c.expectile, 1.0 - c.expectile)
+        return adv, weights
+
+    def vae_step(self, feat: torch.Tensor, next_feat: torch.Tensor, batch: Batch) -> dict[str, float]:
+        adv, weights = self.advantage_weights(feat, next_feat, batch)
+        recon, mean, log_var = self.vae(feat, batch.action)
+        recon_loss = F.mse_loss(recon, batch.action, reduction="none").sum(dim=1, keepdim=True)
+        kl = kl_divergence(mean, log_var)
+        loss = (weights * (recon_loss + self.config.kl_beta * kl)).mean()
+        self.vae_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.vae_optimizer.step()
+        return {"vae_loss": loss.item(), "recon_loss": recon_loss.mean().item(), "kl_loss": kl.mean().item(),
+                "adv_mean": adv.mean().item(), "adv_pos_frac": (adv > 0).float().mean().item()}
+
+    def actor_step(self, feat: torch.Tensor) -> dict[str, float]:
+        action = self.vae_target.decode(feat, self.actor(feat))
+        loss = -self.critic.q1(feat, action).mean()
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_optimizer.step()
+        # The actor loss also filled critic .grad fields; drop them so nothing stale lingers.
+        self.critic.zero_grad(set_to_none=True)
+        return {"actor_loss": loss.item()}
+
+    def update_targets(self) -> None:
+        tau = self.config.tau
+        soft_update(self.critic, self.critic_target, tau)
+        soft_update(self.actor, self.actor_target, tau)
+        soft_update(self.vae, self.vae_target, tau)
+
+    @torch.no_grad()
+    def act(self, images: list[torch.Tensor], joint: torch.Tensor) -> torch.Tensor:
+        feat = self.encoder(images, joint)
+        return self.vae_target.decode(feat, self.actor(feat))
+
+    @torch.no_grad()
+    def td_error(self, batch: Batch) -> float:
+        """Mean squared TD error of Q1 on a batch (validation diagnostic)."""
+        feat = self.encoder(batch.images, batch.joint)
+        next_feat = self.encoder(batch.next_images, batch.next_joint)
+        target = batch.reward + batch.not_done * self.config.discount * self.critic_target.v(next_feat)
+        q1 = self.critic.q1(feat, batch.action)
+        return F.mse_loss(q1, target.clamp(self.min_v, self.max_v)).item()

@@ -1,0 +1,100 @@
+"""Device-resident replay buffer over one split of an OfflineDataset.
+
+Everything (uint8 images, normalised joints/actions, scaled rewards, next-index table) is moved to
+the training device once; a batch is a handful of index_select calls, no HDF5 or Python loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lapo_learning.dataset import OfflineDataset
+from lapo_learning.schema import CAMERAS, DatasetStatistics, Normalizer
+
+
+@dataclass
+class Batch:
+    images: list[torch.Tensor]  # per camera uint8 [B,H,W,3]
+    joint: torch.Tensor  # normalised [B,J]
+    action: torch.Tensor  # normalised [B,A]
+    reward: torch.Tensor  # scaled [B,1]
+    not_done: torch.Tensor  # [B,1]
+    next_images: list[torch.Tensor]
+    next_joint: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.action.shape[0]
+
+
+def fit_statistics(ds: OfflineDataset, indices: np.ndarray, reward_scale: float | None = None) -> DatasetStatistics:
+    """Normalisation from the training split only (validation stays unseen).
+
+    Rewards are divided by the split's max |r| unless `reward_scale` is given, which keeps the
+    value range, and so the critic's targets, of the same order whatever the task's reward units.
+    """
+    actions = ds.actions[indices]
+    if reward_scale is None:
+        reward_scale = float(np.abs(ds.rewards[indices]).max()) or 1.0
+    return DatasetStatistics(
+        joint=Normalizer.fit(ds.joint[indices]),
+        action=Normalizer.fit(actions),
+        action_min=actions.min(axis=0),
+        action_max=actions.max(axis=0),
+        reward_scale=reward_scale,
+    )
+
+
+class ReplayBuffer:
+    def __init__(self, ds: OfflineDataset, episodes: np.ndarray, stats: DatasetStatistics,
+                 device: torch.device | str, seed: int) -> None:
+        self.device = torch.device(device)
+        idx = ds.episode_indices(episodes)
+        # Whole episodes are selected, so every next index stays inside the subset: remap it.
+        position = np.full(len(ds), -1, dtype=np.int64)
+        position[idx] = np.arange(len(idx))
+        nxt = position[ds.next_index()[idx]]
+        assert (nxt >= 0).all()
+
+        def put(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+
+        self.images = [put(ds.images[c][idx]) for c in CAMERAS]
+        self.joint = put(stats.joint.normalize(ds.joint[idx]))
+        self.action = put(stats.action.normalize(ds.actions[idx]))
+        self.reward = put((ds.rewards[idx] / stats.reward_scale).astype(np.float32)).unsqueeze(1)
+        self.not_done = put((~ds.terminals[idx]).astype(np.float32)).unsqueeze(1)
+        self.next = put(nxt)
+        self.td_indices = put(np.nonzero(ds.usable_for_td()[idx])[0])
+        if len(self.td_indices) == 0:
+            raise ValueError("no usable transition: every episode has a single step")
+        self.size = len(idx)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+
+    @property
+    def reward_range(self) -> tuple[float, float]:
+        r = self.reward
+        return float(r.min()), float(r.max())
+
+    def sample(self, batch_size: int) -> Batch:
+        pick = torch.randint(len(self.td_indices), (batch_size,), device=self.device, generator=self.generator)
+        return self.gather(self.td_indices[pick])
+
+    def gather(self, i: torch.Tensor) -> Batch:
+        n = self.next[i]
+        return Batch(
+            images=[img.index_select(0, i) for img in self.images],
+            joint=self.joint.index_select(0, i),
+            action=self.action.index_select(0, i),
+            reward=self.reward.index_select(0, i),
+            not_done=self.not_done.index_select(0, i),
+            next_images=[img.index_select(0, n) for img in self.images],
+            next_joint=self.joint.index_select(0, n),
+        )
+
+    def iterate(self, batch_size: int):
+        """Every sample once, in order (validation)."""
+        for start in range(0, self.size, batch_size):
+            yield self.gather(torch.arange(start, min(start + batch_size, self.size), device=self.device))

@@ -1,0 +1,198 @@
+"""The observation schema shared by the recorder, the trainer and the policy node.
+
+One definition of what an observation is (camera names, image size, joint order) and how raw
+sensor data becomes model input (resize, normalisation). It is stored in every episode file the
+recorder writes and inside every checkpoint, so training and deployment cannot silently disagree.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+# HDF5 dataset names of the cameras, in the order of `select_action(left, right, global, joint)`.
+CAMERAS: tuple[str, ...] = ("left_image", "right_image", "global_image")
+# Normalised joints/actions are clipped so that an outlier cannot saturate the networks.
+NORM_CLIP = 10.0
+# A dimension whose data never varies gets this std, so normalising it gives 0 instead of inf.
+MIN_STD = 1e-6
+
+
+class SchemaMismatch(ValueError):
+    """Two schemas (data vs checkpoint, checkpoint vs robot config) disagree."""
+
+
+def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Resize a uint8 HxWx3 image to `size` = (H, W) with bilinear filtering.
+
+    The one resize used at record time, at dataset load time and in the policy node, so the model
+    sees the same pixels in training and on the robot.
+    """
+    height, width = int(size[0]), int(size[1])
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"expected a uint8 HxWx3 image, got dtype {image.dtype} shape {tuple(image.shape)}")
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+@dataclass
+class Normalizer:
+    """Per-dimension z-scoring with clipping to +-NORM_CLIP."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.mean = np.asarray(self.mean, dtype=np.float32)
+        self.std = np.maximum(np.asarray(self.std, dtype=np.float32), MIN_STD)
+
+    @classmethod
+    def fit(cls, data: np.ndarray) -> "Normalizer":
+        data = np.asarray(data, dtype=np.float64)
+        return cls(mean=data.mean(axis=0), std=data.std(axis=0))
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        return np.clip((x - self.mean) / self.std, -NORM_CLIP, NORM_CLIP).astype(np.float32)
+
+    def unnormalize(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float32) * self.std + self.mean).astype(np.float32)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Normalizer":
+        return cls(mean=np.asarray(d["mean"]), std=np.asarray(d["std"]))
+
+
+@dataclass
+class ObservationSchema:
+    """What one observation is: cameras, model image size, joint and action order.
+
+    `joint_names`/`action_names` may be generic (`joint_0`...) when the data did not carry names;
+    `rate_hz` is the sampling rate of the recording (None when unknown), which the policy node
+    uses as its default control rate.
+    """
+
+    image_size: tuple[int, int]
+    joint_names: tuple[str, ...]
+    action_names: tuple[str, ...]
+    cameras: tuple[str, ...] = CAMERAS
+    rate_hz: float | None = None
+
+    def __post_init__(self) -> None:
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        self.joint_names = tuple(str(n) for n in self.joint_names)
+        self.action_names = tuple(str(n) for n in self.action_names)
+        self.cameras = tuple(self.cameras)
+        if min(self.image_size) <= 0:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
+        if not self.joint_names or not self.action_names:
+            raise ValueError("a schema needs at least one joint and one action dimension")
+        for label, names in (("joint_names", self.joint_names), ("action_names", self.action_names)):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{label} has duplicates: {list(names)}")
+
+    @property
+    def joint_dim(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_names)
+
+    @staticmethod
+    def default_names(prefix: str, n: int) -> tuple[str, ...]:
+        return tuple(f"{prefix}_{i}" for i in range(n))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["image_size"] = list(self.image_size)
+        d["joint_names"] = list(self.joint_names)
+        d["action_names"] = list(self.action_names)
+        d["cameras"] = list(self.cameras)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ObservationSchema":
+        return cls(
+            image_size=tuple(d["image_size"]),
+            joint_names=tuple(d["joint_names"]),
+            action_names=tuple(d["action_names"]),
+            cameras=tuple(d.get("cameras", CAMERAS)),
+            rate_hz=d.get("rate_hz"),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "ObservationSchema":
+        return cls.from_dict(json.loads(text))
+
+    def mismatches(self, other: "ObservationSchema", *, check_image_size: bool = False) -> list[str]:
+        """Human-readable differences that would make data of `other` unusable with `self`.
+
+        Image size is only compared on request: images of any size are resized to the model's.
+        Generic names (`joint_3`) match any name, since a dataset without names cannot be checked.
+        """
+        problems: list[str] = []
+        if self.cameras != other.cameras:
+            problems.append(f"cameras {list(self.cameras)} != {list(other.cameras)}")
+        for label in ("joint_names", "action_names"):
+            mine, theirs = getattr(self, label), getattr(other, label)
+            if len(mine) != len(theirs):
+                problems.append(f"{label}: {len(mine)} entries != {len(theirs)} entries")
+            elif not (_generic(mine) or _generic(theirs)) and mine != theirs:
+                diff = [f"{i}: {a!r} != {b!r}" for i, (a, b) in enumerate(zip(mine, theirs)) if a != b]
+                problems.append(f"{label} differ at " + ", ".join(diff))
+        if check_image_size and self.image_size != other.image_size:
+            problems.append(f"image_size {self.image_size} != {other.image_size}")
+        return problems
+
+    def require_compatible(self, other: "ObservationSchema", what: str, **kw: Any) -> None:
+        problems = self.mismatches(other, **kw)
+        if problems:
+            raise SchemaMismatch(f"{what}: " + "; ".join(problems))
+
+
+def _generic(names: Sequence[str]) -> bool:
+    return all(n.startswith(("joint_", "action_")) and n.split("_")[-1].isdigit() for n in names)
+
+
+@dataclass
+class DatasetStatistics:
+    """Normalisation fitted on the training split, stored in the checkpoint with the schema."""
+
+    joint: Normalizer
+    action: Normalizer
+    action_min: np.ndarray
+    action_max: np.ndarray
+    reward_scale: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "joint": self.joint.to_dict(),
+            "action": self.action.to_dict(),
+            "action_min": np.asarray(self.action_min, dtype=np.float32).tolist(),
+            "action_max": np.asarray(self.action_max, dtype=np.float32).tolist(),
+            "reward_scale": float(self.reward_scale),
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DatasetStatistics":
+        return cls(
+            joint=Normalizer.from_dict(d["joint"]),
+            action=Normalizer.from_dict(d["action"]),
+            action_min=np.asarray(d["action_min"], dtype=np.float32),
+            action_max=np.asarray(d["action_max"], dtype=np.float32),
+            reward_scale=float(d.get("reward_scale", 1.0)),
+            extra=dict(d.get("extra", {})),
+        )

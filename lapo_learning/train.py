@@ -1,0 +1,264 @@
+"""Train multimodal LAPO (or the BC baseline) on an HDF5 dataset.
+
+    python -m lapo_learning.train --hdf5_path sample_data.hdf5 --ExpID 0001 --max_timesteps 50000
+
+Writes results/Exp{ExpID}/multimodal_robot/: progress.csv, params.json, model_best_{algo}.pth
+(lowest validation action error), model_final_{algo}.pth, model_{step}.pth every --save_freq steps
+(full state: `--load_model STEP` resumes exactly), training_curves.png.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lapo_learning.agent import ALGOS, Agent, AgentConfig
+from lapo_learning.checkpoint import (VALUE_RANGE_KEY, CheckpointError, build_agent, load_checkpoint,
+                                      restore_agent, save_checkpoint)
+from lapo_learning.dataset import OfflineDataset, load_dataset, split_episodes
+from lapo_learning.dataset_format import DatasetError
+from lapo_learning.lapo_agent import LAPOAgent
+from lapo_learning.networks import IMAGE_ENCODERS, MLP_BACKBONES
+from lapo_learning.plotting import plot_progress
+from lapo_learning.replay import ReplayBuffer, fit_statistics
+from lapo_learning.schema import SchemaMismatch
+
+log = logging.getLogger("lapo_learning.train")
+RUN_SUBDIR = "multimodal_robot"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--hdf5_path", required=True, type=Path,
+      help="dataset: one HDF5 file or a directory of per-episode files written by the recorder")
+    a("--device", default="auto", help="torch device: cpu, cuda, cuda:1, or auto (cuda if available)")
+    a("--ExpID", default="0001", help="experiment id: outputs go to <results_dir>/Exp<ExpID>/multimodal_robot")
+    a("--results_dir", type=Path, default=Path("results"), help="root folder of experiment outputs")
+    a("--algo", choices=ALGOS, default="lapo", help="lapo (offline RL) or bc (behaviour cloning baseline)")
+    a("--image_encoder", choices=IMAGE_ENCODERS, default="cnn_3conv_1fc_0",
+      help="per-camera image backbone (resnet18 needs a GPU to train at useful speed)")
+    a("--pretrained", action="store_true",
+      help="resnet18 only: start from ImageNet weights (must be in the torch cache; frozen BatchNorm)")
+    a("--joint_backbone", choices=sorted(MLP_BACKBONES), default="fc_2layers_256units",
+      help="MLP backbone for the joint vector")
+    a("--image_size", type=int, nargs=2, default=(84, 84), metavar=("H", "W"),
+      help="model image size; dataset images are resized once at load time")
+    a("--batch_size", type=int, default=64, help="transitions per gradient step")
+    a("--max_timesteps", type=int, default=50000, help="total gradient steps")
+    a("--eval_freq", type=int, default=1000, help="steps between validation, progress rows and best-model checks")
+    a("--save_freq", type=int, default=5000, help="steps between resumable checkpoints model_<step>.pth")
+    a("--discount", type=float, default=0.99, help="gamma")
+    a("--tau", type=float, default=0.005, help="Polyak rate of all target networks")
+    a("--expectile", type=float, default=0.9,
+      help="VAE sample weight when the advantage is positive (1-expectile otherwise)")
+    a("--kl_beta", type=float, default=1.0, help="weight of the VAE's KL term")
+    a("--max_latent_action", type=float, default=2.0, help="latent actor bound: max_latent_action*tanh(.)")
+    a("--doubleq_min", type=float, default=0.8, help="V target = this*min(Q1,Q2) + (1-this)*max(Q1,Q2)")
+    a("--no_noise", action="store_true", help="disable target-policy smoothing noise in latent space")
+    a("--obs_feature_dim", type=int, default=256, help="width of the fused observation feature")
+    a("--hidden_dim", type=int, default=256, help="hidden width of VAE, actor and critic MLPs")
+    a("--actor_lr", type=float, default=1e-4, help="latent actor learning rate (also BC's)")
+    a("--vae_lr", type=float, default=1e-4, help="VAE learning rate")
+    a("--critic_lr", type=float, default=5e-4, help="critic + observation encoder learning rate")
+    a("--augment_pad", type=int, default=4, help="random-shift augmentation in pixels (0 = off)")
+    a("--reward_scale", type=float, default=None,
+      help="divide rewards by this (default: the training split's max |reward|)")
+    a("--train_test_split", type=float, default=0.8, help="fraction of EPISODES used for training")
+    a("--seed", type=int, default=0, help="seeds the split, initialisation, sampling and noise")
+    a("--load_model", type=int, default=None,
+      help="resume from model_<STEP>.pth of --load_exp (default: this ExpID), restoring optimizers and RNG")
+    a("--load_exp", default=None, help="ExpID whose checkpoint --load_model reads (default: --ExpID)")
+    a("--include_incomplete", action="store_true",
+      help="also train on episodes the recorder marked incomplete (interrupted recordings)")
+    a("--log_level", default="INFO", help="logging level")
+    return p
+
+
+def agent_config(args: argparse.Namespace) -> AgentConfig:
+    return AgentConfig(
+        algo=args.algo, image_encoder=args.image_encoder, pretrained=args.pretrained,
+        joint_backbone=args.joint_backbone, obs_feature_dim=args.obs_feature_dim, hidden_dim=args.hidden_dim,
+        discount=args.discount, tau=args.tau, expectile=args.expectile, kl_beta=args.kl_beta,
+        max_latent_action=args.max_latent_action, doubleq_min=args.doubleq_min,
+        policy_noise=0.0 if args.no_noise else 0.2, actor_lr=args.actor_lr, vae_lr=args.vae_lr,
+        critic_lr=args.critic_lr, augment_pad=args.augment_pad,
+    )
+
+
+def rng_state(buffer: ReplayBuffer) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "buffer": buffer.generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], buffer: ReplayBuffer) -> None:
+    torch.set_rng_state(state["torch"])
+    buffer.generator.set_state(state["buffer"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def validation_metrics(agent: Agent, val: ReplayBuffer, mean_action: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """Held-out action error of the policy and of a constant mean-action predictor (normalised units)."""
+    err = base = td = 0.0
+    for batch in val.iterate(batch_size * 4):
+        pred = agent.act(batch.images, batch.joint)
+        err += ((pred - batch.action) ** 2).mean(dim=1).sum().item()
+        base += ((mean_action - batch.action) ** 2).mean(dim=1).sum().item()
+        if isinstance(agent, LAPOAgent):
+            td += agent.td_error(batch) * len(batch)
+    out = {"val_action_mse": err / val.size, "val_mean_action_mse": base / val.size}
+    if isinstance(agent, LAPOAgent):
+        out["val_td_error"] = td / val.size
+    return out
+
+
+class ProgressLog:
+    """progress.csv, appended row by row (flushed, so a crash keeps what was logged)."""
+
+    def __init__(self, path: Path, resume_step: int | None) -> None:
+        self.path = path
+        self.fields: list[str] | None = None
+        self.best = float("inf")  # lowest val_action_mse so far, kept across a resume
+        if resume_step is not None and path.exists():
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+            if rows:
+                self.fields = list(rows[0].keys())
+                self.best = min(float(r["val_action_mse"]) for r in rows)
+                self._write(rows, "w")
+        elif path.exists():
+            path.unlink()
+
+    def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
+        with self.path.open(mode, newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields)
+            if mode == "w":
+                writer.writeheader()
+            writer.writerows(rows)
+
+    def append(self, row: dict[str, Any]) -> None:
+        if self.fields is None:
+            self.fields = list(row.keys())
+            self._write([row], "w")
+        else:
+            self._write([row], "a")
+
+
+def prepare(args: argparse.Namespace) -> tuple[OfflineDataset, np.ndarray, np.ndarray]:
+    ds = load_dataset(args.hdf5_path, image_size=tuple(args.image_size), include_incomplete=args.include_incomplete)
+    train_eps, val_eps = split_episodes(ds.n_episodes, args.train_test_split, args.seed)
+    log.info("dataset %s: %d samples, %d episodes (%d train / %d validation), joints %d, actions %d",
+             args.hdf5_path, len(ds), ds.n_episodes, len(train_eps), len(val_eps),
+             ds.schema.joint_dim, ds.schema.action_dim)
+    return ds, train_eps, val_eps
+
+
+def train(args: argparse.Namespace) -> Path:
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
+    run_dir = args.results_dir / f"Exp{args.ExpID}" / RUN_SUBDIR
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    ds, train_eps, val_eps = prepare(args)
+    train_idx = ds.episode_indices(train_eps)
+
+    resume = None
+    if args.load_model is not None:
+        src = args.results_dir / f"Exp{args.load_exp or args.ExpID}" / RUN_SUBDIR / f"model_{args.load_model}.pth"
+        resume = load_checkpoint(src)
+        if "rng" not in resume or "optimizers" not in resume["state"]:
+            raise CheckpointError(f"{src}: not a resumable checkpoint (saved without optimizer/RNG state)")
+        agent, stats = restore_agent(resume, device, src)
+        agent.schema.require_compatible(ds.schema, f"{args.hdf5_path} does not match checkpoint {src}")
+        log.info("resuming from %s (step %d)", src, resume["step"])
+    else:
+        stats = fit_statistics(ds, train_idx, args.reward_scale)
+        scaled = ds.rewards[train_idx] / stats.reward_scale
+        stats.extra[VALUE_RANGE_KEY] = [float(scaled.min()), float(scaled.max())]
+        agent = build_agent(ds.schema, agent_config(args), stats, device)
+        agent.seed(args.seed)
+    train_buf = ReplayBuffer(ds, train_eps, stats, device, seed=args.seed)
+    val_buf = ReplayBuffer(ds, val_eps, stats, device, seed=args.seed + 1)
+    del ds  # the buffers hold what training needs
+    start = 0
+    if resume is not None:
+        set_rng_state(resume["rng"], train_buf)
+        start = int(resume["step"])
+    mean_action = train_buf.action.mean(dim=0, keepdim=True)
+
+    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    params.update(device=str(device), schema=agent.schema.to_dict(), n_train_samples=train_buf.size,
+                  n_val_samples=val_buf.size)
+    (run_dir / "params.json").write_text(json.dumps(params, indent=2))
+    progress = ProgressLog(run_dir / "progress.csv", resume_step=start if resume else None)
+
+    sums: dict[str, float] = {}
+    n_steps = 0
+    t_sample = t_step = 0.0
+    t_start = time.perf_counter()
+    for step in tqdm(range(start + 1, args.max_timesteps + 1), initial=start, total=args.max_timesteps,
+                     desc=f"training {args.algo}", unit="step", mininterval=2.0):
+        t0 = time.perf_counter()
+        batch = train_buf.sample(args.batch_size)
+        t1 = time.perf_counter()
+        metrics = agent.train_step(batch)  # .item() inside syncs the device, so timings are real
+        t_step += time.perf_counter() - t1
+        t_sample += t1 - t0
+        n_steps += 1
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if step % args.eval_freq == 0 or step == args.max_timesteps:
+            row: dict[str, Any] = {"step": step}
+            row.update({k: v / n_steps for k, v in sums.items()})
+            row.update(validation_metrics(agent, val_buf, mean_action, args.batch_size))
+            row["samples_per_s"] = n_steps * args.batch_size / max(t_sample + t_step, 1e-9)
+            row["sample_time_frac"] = t_sample / max(t_sample + t_step, 1e-9)
+            row["wall_time_s"] = time.perf_counter() - t_start
+            progress.append(row)
+            log.info("step %d: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"), step)
+            if row["val_action_mse"] < progress.best:
+                progress.best = row["val_action_mse"]
+                save_checkpoint(run_dir / f"model_best_{args.algo}.pth", agent, stats, params, step,
+                                with_optimizers=False)
+            sums, n_steps, t_sample, t_step = {}, 0, 0.0, 0.0
+        if step % args.save_freq == 0:
+            save_checkpoint(run_dir / f"model_{step}.pth", agent, stats, params, step,
+                            with_optimizers=True, rng=rng_state(train_buf))
+    save_checkpoint(run_dir / f"model_final_{args.algo}.pth", agent, stats, params, args.max_timesteps,
+                    with_optimizers=False)
+    plot_progress(run_dir / "progress.csv", run_dir / "training_curves.png")
+    log.info("done: %s", run_dir)
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for flag in ("batch_size", "max_timesteps", "eval_freq", "save_freq"):
+        if getattr(args, flag) <= 0:
+            log.error("--%s must be > 0, got %s", flag, getattr(args, flag))
+            return 2
+    try:
+        train(args)
+    except (DatasetError, CheckpointError, SchemaMismatch, FileNotFoundError, ValueError) as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
