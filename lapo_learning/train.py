@@ -128,17 +128,19 @@ def validation_metrics(agent: Agent, val: ReplayBuffer, mean_action: torch.Tenso
 class ProgressLog:
     """progress.csv, appended row by row (flushed, so a crash keeps what was logged)."""
 
-    def __init__(self, path: Path, resume_step: int | None) -> None:
+    def __init__(self, path: Path, resume_from: Path | None = None, resume_step: int = 0) -> None:
+        """`resume_from`: the progress.csv of the run being resumed; its rows up to `resume_step` are kept."""
         self.path = path
         self.fields: list[str] | None = None
         self.best = float("inf")  # lowest val_action_mse so far, kept across a resume
-        if resume_step is not None and path.exists():
-            with path.open() as f:
+        rows = []
+        if resume_from is not None and resume_from.exists():
+            with resume_from.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-            if rows:
-                self.fields = list(rows[0].keys())
-                self.best = min(float(r["val_action_mse"]) for r in rows)
-                self._write(rows, "w")
+        if rows:
+            self.fields = list(rows[0].keys())
+            self.best = min(float(r["val_action_mse"]) for r in rows)
+            self._write(rows, "w")
         elif path.exists():
             path.unlink()
 
@@ -176,7 +178,7 @@ def train(args: argparse.Namespace) -> Path:
     ds, train_eps, val_eps = prepare(args)
     train_idx = ds.episode_indices(train_eps)
 
-    resume = None
+    resume = src = None
     if args.load_model is not None:
         src = args.results_dir / f"Exp{args.load_exp or args.ExpID}" / RUN_SUBDIR / f"model_{args.load_model}.pth"
         resume = load_checkpoint(src)
@@ -204,7 +206,7 @@ def train(args: argparse.Namespace) -> Path:
     params.update(device=str(device), schema=agent.schema.to_dict(), n_train_samples=train_buf.size,
                   n_val_samples=val_buf.size)
     (run_dir / "params.json").write_text(json.dumps(params, indent=2))
-    progress = ProgressLog(run_dir / "progress.csv", resume_step=start if resume else None)
+    progress = ProgressLog(run_dir / "progress.csv", src.parent / "progress.csv" if src else None, start)
 
     sums: dict[str, float] = {}
     n_steps = 0

@@ -1,0 +1,95 @@
+"""The gradient-flow rule: the observation encoder learns from the critic loss only."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lapo_learning.agent import AgentConfig
+from lapo_learning.bc_agent import BCAgent
+from lapo_learning.dataset import load_dataset
+from lapo_learning.lapo_agent import LAPOAgent
+from lapo_learning.replay import ReplayBuffer, fit_statistics
+
+
+@pytest.fixture
+def lapo(sample_file):
+    torch.manual_seed(0)
+    ds = load_dataset(sample_file)
+    episodes = np.arange(ds.n_episodes)
+    stats = fit_statistics(ds, ds.episode_indices(episodes))
+    agent = LAPOAgent(ds.schema, AgentConfig(), "cpu", value_range=(0.0, 1.0))
+    buf = ReplayBuffer(ds, episodes, stats, "cpu", seed=0)
+    return agent, buf
+
+
+def params_of(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def identical(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def optimizer_param_ids(opt: torch.optim.Optimizer) -> set[int]:
+    return {id(p) for group in opt.param_groups for p in group["params"]}
+
+
+def test_optimizer_parameter_sets(lapo):
+    agent, _ = lapo
+    ids = lambda m: {id(p) for p in m.parameters()}  # noqa: E731
+    assert optimizer_param_ids(agent.critic_optimizer) == ids(agent.critic) | ids(agent.encoder)
+    assert optimizer_param_ids(agent.vae_optimizer) == ids(agent.vae)
+    assert optimizer_param_ids(agent.actor_optimizer) == ids(agent.actor)
+    assert not optimizer_param_ids(agent.vae_optimizer) & ids(agent.encoder)
+    assert not optimizer_param_ids(agent.actor_optimizer) & ids(agent.encoder)
+    # targets are never optimised
+    for target in (agent.critic_target, agent.actor_target, agent.vae_target):
+        assert not any(p.requires_grad for p in target.parameters())
+
+
+def test_encoder_moves_on_critic_step_only(lapo):
+    agent, buf = lapo
+    batch = buf.sample(16)
+    before = params_of(agent.encoder)
+    feat, next_feat, _ = agent.critic_step(batch)
+    after_critic = params_of(agent.encoder)
+    changed = [not torch.equal(a, b) for a, b in zip(before, after_critic)]
+    assert all(changed), "every encoder tensor (all 3 cameras, joint MLP, fusion) must get a critic update"
+    # a gradient reached the image encoders of every camera
+    for enc in agent.encoder.image_encoders:
+        assert enc.convs[0].weight.grad is not None and enc.convs[0].weight.grad.abs().sum() > 0
+
+    vae_before = params_of(agent.vae)
+    agent.vae_step(feat.detach(), next_feat.detach(), batch)
+    assert identical(after_critic, params_of(agent.encoder)), "VAE step changed the encoder"
+    assert not identical(vae_before, params_of(agent.vae))
+
+    actor_before = params_of(agent.actor)
+    agent.actor_step(feat.detach())
+    assert identical(after_critic, params_of(agent.encoder)), "actor step changed the encoder"
+    assert not identical(actor_before, params_of(agent.actor))
+
+
+def test_full_train_step_detaches_features(lapo):
+    """Even with stale encoder grads present, the VAE/actor optimizers cannot touch the encoder."""
+    agent, buf = lapo
+    for p in agent.encoder.parameters():
+        p.grad = torch.ones_like(p)  # would move the encoder if any later optimizer held it
+    before = params_of(agent.encoder)
+    agent.vae_step(*(f.detach() for f in agent.encode_pair(buf.sample(8))), buf.sample(8))
+    assert identical(before, params_of(agent.encoder))
+    metrics = agent.train_step(buf.sample(16))
+    assert np.isfinite(list(metrics.values())).all()
+    assert not identical(before, params_of(agent.encoder))
+
+
+def test_bc_trains_its_encoder(sample_file):
+    ds = load_dataset(sample_file)
+    episodes = np.arange(ds.n_episodes)
+    stats = fit_statistics(ds, ds.episode_indices(episodes))
+    agent = BCAgent(ds.schema, AgentConfig(algo="bc"), "cpu")
+    buf = ReplayBuffer(ds, episodes, stats, "cpu", seed=0)
+    before = params_of(agent.encoder)
+    agent.train_step(buf.sample(8))
+    assert not identical(before, params_of(agent.encoder))

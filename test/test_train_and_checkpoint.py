@@ -1,0 +1,129 @@
+"""Training CLI outputs, learning, exact resume, and checkpoint round-trip through load_policy."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lapo_learning import CheckpointError, load_policy
+from lapo_learning.dataset import load_dataset
+from learning_fixtures import SMALL_IMAGE, run_train
+
+
+def progress_rows(run_dir):
+    with (run_dir / "progress.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained(sample_file, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    run_dir = run_train(sample_file, results, "learn", 400, "--eval_freq", "100", "--save_freq", "200")
+    return run_dir
+
+
+def test_outputs_and_learning(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"progress.csv", "params.json", "model_best_lapo.pth", "model_final_lapo.pth",
+            "model_200.pth", "model_400.pth", "training_curves.png"} <= names
+    rows = progress_rows(trained)
+    assert [int(r["step"]) for r in rows] == [100, 200, 300, 400]
+    for key in ("critic_loss", "vae_loss", "actor_loss", "q_mean", "v_mean", "val_action_mse",
+                "val_td_error", "samples_per_s", "sample_time_frac"):
+        assert key in rows[0]
+    last = rows[-1]
+    # a short CPU run beats the mean-action predictor on held-out episodes
+    assert float(last["val_action_mse"]) < 0.8 * float(last["val_mean_action_mse"])
+    params = json.loads((trained / "params.json").read_text())
+    assert params["algo"] == "lapo" and params["schema"]["image_size"] == list(SMALL_IMAGE)
+
+
+def test_checkpoint_round_trip_gives_identical_actions(trained, sample_file):
+    ds = load_dataset(sample_file, image_size=SMALL_IMAGE)
+    p1 = load_policy(trained / "model_final_lapo.pth")
+    p2 = load_policy(trained / "model_final_lapo.pth")
+    imgs = [ds.images[c][:5] for c in ds.schema.cameras]
+    a1 = p1.select_action_batch(*imgs, ds.joint[:5])
+    a2 = p2.select_action_batch(*imgs, ds.joint[:5])
+    np.testing.assert_array_equal(a1, a2)
+    assert a1.shape == (5, 16) and a1.dtype == np.float32
+    single = p1.select_action(*(i[0] for i in imgs), ds.joint[0])
+    np.testing.assert_allclose(single, a1[0], rtol=1e-5, atol=1e-5)
+    # self-describing: schema, statistics and the training args travel inside
+    assert p1.schema.joint_dim == 16 and p1.schema.image_size == SMALL_IMAGE
+    assert p1.schema.rate_hz == 10.0 and p1.args["algo"] == "lapo"
+    assert p1.stats.action_min.shape == (16,)
+
+
+def test_select_action_resizes_raw_images_like_training(trained, sample_file):
+    """A camera frame of another size is resized by the policy exactly as the dataset loader did."""
+    raw = load_dataset(sample_file)  # 40x40 stored
+    policy = load_policy(trained / "model_final_lapo.pth")
+    big = [np.kron(raw.images[c][0], np.ones((3, 3, 1), np.uint8)) for c in raw.schema.cameras]  # 120x120
+    small = [raw.images[c][0] for c in raw.schema.cameras]
+    out_big = policy.select_action(*big, raw.joint[0])
+    out_small = policy.select_action(*small, raw.joint[0])
+    assert np.abs(out_big - out_small).max() < 0.5 * np.abs(out_small).max()  # same scene, same answer
+    with pytest.raises(ValueError, match="joint: expected shape"):
+        policy.select_action(*small, raw.joint[0][:15])
+    with pytest.raises(ValueError, match="left_image: expected a uint8 HxWx3 image"):
+        policy.select_action(small[0].astype(np.float32), *small[1:], raw.joint[0])
+
+
+def test_checkpoint_cannot_run_code_and_bad_files_are_refused(trained, tmp_path):
+    # weights_only loading: a pickle that would execute code is refused, not run
+    evil = tmp_path / "evil.pth"
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": "lapo-checkpoint", "payload": Boom()}, evil)
+    with pytest.raises(CheckpointError, match="not a readable lapo checkpoint"):
+        load_policy(evil)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="garbage.pth"):
+        load_policy(garbage)
+    other = tmp_path / "other.pth"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match="missing format tag"):
+        load_policy(other)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes((trained / "model_final_lapo.pth").read_bytes()[:5000])
+    with pytest.raises(CheckpointError):
+        load_policy(truncated)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_policy(tmp_path / "absent.pth")
+
+
+def test_resume_continues_the_same_curve(sample_file, tmp_path):
+    straight = run_train(sample_file, tmp_path, "straight", 40, "--eval_freq", "10", "--save_freq", "20")
+    resumed = run_train(sample_file, tmp_path, "resumed", 40, "--eval_freq", "10", "--save_freq", "20",
+                        "--load_model", "20", "--load_exp", "straight")
+    a, b = progress_rows(straight), progress_rows(resumed)
+    assert [r["step"] for r in b] == ["10", "20", "30", "40"]  # rows up to the resume step are kept
+    for ra, rb in zip(a[2:], b[2:]):
+        for key in ("critic_loss", "vae_loss", "actor_loss", "val_action_mse"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-6, abs=1e-9), key
+    wa = torch.load(straight / "model_40.pth", weights_only=True)["state"]["modules"]
+    wb = torch.load(resumed / "model_40.pth", weights_only=True)["state"]["modules"]
+    for name in wa:
+        for k in wa[name]:
+            torch.testing.assert_close(wa[name][k], wb[name][k], rtol=1e-5, atol=1e-6)
+
+
+def test_bc_algo_and_cli_errors(sample_file, tmp_path, caplog):
+    run_dir = run_train(sample_file, tmp_path, "bc", 20, "--algo", "bc", "--eval_freq", "10")
+    assert (run_dir / "model_final_bc.pth").exists()
+    assert "bc_loss" in progress_rows(run_dir)[0]
+    from lapo_learning import train
+    missing = tmp_path / "nope.hdf5"
+    assert train.main(["--hdf5_path", str(missing), "--results_dir", str(tmp_path), "--max_timesteps", "1"]) == 1
+    assert "nope.hdf5" in caplog.text
+    assert train.main(["--hdf5_path", str(sample_file), "--results_dir", str(tmp_path), "--ExpID", "x",
+                       "--load_model", "7", "--max_timesteps", "9", "--device", "cpu"]) == 1
+    assert "model_7.pth: no such checkpoint" in caplog.text
