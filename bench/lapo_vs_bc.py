@@ -26,7 +26,7 @@ from lapo_learning import load_policy
 from lapo_learning.create_dataset import create_sample
 from lapo_learning.dataset import load_dataset, split_episodes
 from lapo_learning.policy import Policy
-from lapo_learning.synthetic_task import ReachTask, TaskConfig
+from lapo_learning.synthetic_task import evaluate_policy
 from lapo_learning.train import main as train_main
 
 log = logging.getLogger("bench.lapo_vs_bc")
@@ -43,24 +43,6 @@ def good_action_error(policy: Policy, data: Path, image_size: tuple[int, int], s
         for i in range(0, len(idx), 256)])
     norm = policy.stats.action
     return float(np.mean((norm.normalize(pred) - norm.normalize(target)) ** 2))
-
-
-def rollouts(policy: Policy, n: int, image_size: tuple[int, int], seed: int) -> dict[str, float]:
-    task = ReachTask(TaskConfig(image_size=image_size))
-    returns, successes = [], 0
-    for ep in range(n):
-        task.reset(np.random.default_rng(10_000 + seed * 1000 + ep))
-        total, done = 0.0, False
-        while not done:
-            imgs, q = task.observe()
-            action = policy.select_action(imgs["left_image"], imgs["right_image"], imgs["global_image"], q)
-            reward, success, timeout = task.step(action)
-            total += reward
-            successes += success
-            done = success or timeout
-        returns.append(total)
-    return {"AverageReturn": float(np.mean(returns)), "StdReturn": float(np.std(returns)),
-            "success_rate": successes / n}
 
 
 def plot(results: dict[str, dict[str, float]], path: Path) -> None:
@@ -109,7 +91,7 @@ def main() -> None:
             raise SystemExit(f"training {algo} failed")
         policy = load_policy(args.out / f"Exp{algo}" / "multimodal_robot" / f"model_final_{algo}.pth", args.device)
         results[algo] = {"good_action_mse": good_action_error(policy, data, size, 0.8, args.seed),
-                         **rollouts(policy, args.episodes, size, args.seed),
+                         **evaluate_policy(policy, args.episodes, size, args.seed),
                          "train_minutes": (time.perf_counter() - t0) / 60}
     (args.out / "results.json").write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()},
                                                        "results": results}, indent=2))

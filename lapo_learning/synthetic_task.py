@@ -132,3 +132,22 @@ def generate_episodes(n_samples: int, poor_fraction: float, seed: int, config: T
         arrays["good"] = good
         total += len(arrays["actions"])
         yield arrays
+
+
+def evaluate_policy(policy, n_episodes: int, image_size: tuple[int, int], seed: int = 0) -> dict[str, float]:
+    """Closed-loop rollouts of a `lapo_learning.Policy` on fresh seeded episodes of the task."""
+    task = ReachTask(TaskConfig(image_size=image_size))
+    returns, successes = [], 0
+    for ep in range(n_episodes):
+        task.reset(np.random.default_rng(10_000 + seed * 1000 + ep))  # disjoint from data seeds
+        total, done = 0.0, False
+        while not done:
+            imgs, q = task.observe()
+            action = policy.select_action(imgs["left_image"], imgs["right_image"], imgs["global_image"], q)
+            reward, success, timeout = task.step(action)
+            total += reward
+            successes += success
+            done = success or timeout
+        returns.append(total)
+    return {"AverageReturn": float(np.mean(returns)), "StdReturn": float(np.std(returns)),
+            "success_rate": successes / n_episodes}
