@@ -1,0 +1,60 @@
+"""The observation schema: resize, normalisation, serialisation and mismatch reports."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lapo_learning.schema import DatasetStatistics, Normalizer, ObservationSchema, SchemaMismatch, resize_image
+
+NAMES = tuple(f"vx300s_left/j{i}" for i in range(16))
+
+
+def test_resize_image_shape_and_content():
+    img = np.zeros((480, 640, 3), np.uint8)
+    img[:, 320:] = 200  # right half bright
+    out = resize_image(img, (84, 84))
+    assert out.shape == (84, 84, 3) and out.dtype == np.uint8
+    assert out[:, :40].max() == 0 and out[:, 44:].min() == 200
+    assert resize_image(out, (84, 84)) is out  # already the right size: no copy, no filtering
+    with pytest.raises(ValueError, match="expected a uint8 HxWx3 image"):
+        resize_image(img.astype(np.float32), (84, 84))
+    with pytest.raises(ValueError, match="expected a uint8 HxWx3 image"):
+        resize_image(img[..., 0], (84, 84))
+
+
+def test_normalizer_clips_and_round_trips():
+    data = np.random.default_rng(0).normal(3.0, 2.0, size=(1000, 4)).astype(np.float32)
+    data[:, 3] = 5.0  # a constant dimension must not divide by zero
+    norm = Normalizer.fit(data)
+    z = norm.normalize(data)
+    assert np.isfinite(z).all() and np.abs(z[:, :3].mean(axis=0)).max() < 1e-3
+    np.testing.assert_allclose(norm.unnormalize(z)[:, :3], data[:, :3], rtol=1e-4, atol=1e-4)
+    assert norm.normalize(np.full(4, 1e6, np.float32)).max() == 10.0
+    again = Normalizer.from_dict(norm.to_dict())
+    np.testing.assert_array_equal(again.mean, norm.mean)
+
+
+def test_schema_json_round_trip_and_mismatches():
+    schema = ObservationSchema(image_size=(84, 84), joint_names=NAMES, action_names=NAMES, rate_hz=30.0)
+    assert ObservationSchema.from_json(schema.to_json()) == schema
+    other = ObservationSchema(image_size=(96, 128), joint_names=NAMES[:15] + ("x",), action_names=NAMES)
+    problems = schema.mismatches(other)
+    assert problems == ["joint_names differ at 15: 'vx300s_left/j15' != 'x'"]
+    assert schema.mismatches(other, check_image_size=True)[-1] == "image_size (84, 84) != (96, 128)"
+    short = ObservationSchema(image_size=(84, 84), joint_names=NAMES[:14], action_names=NAMES)
+    with pytest.raises(SchemaMismatch, match="robot config: joint_names: 16 entries != 14 entries"):
+        schema.require_compatible(short, "robot config")
+    generic = ObservationSchema(image_size=(84, 84), joint_names=ObservationSchema.default_names("joint", 16),
+                                action_names=ObservationSchema.default_names("action", 16))
+    assert schema.mismatches(generic) == []  # a dataset without names cannot be checked by name
+    with pytest.raises(ValueError, match="duplicates"):
+        ObservationSchema(image_size=(84, 84), joint_names=("a", "a"), action_names=("a", "b"))
+
+
+def test_statistics_round_trip():
+    norm = Normalizer(mean=np.zeros(2), std=np.ones(2))
+    stats = DatasetStatistics(joint=norm, action=norm, action_min=np.array([-1, -2]), action_max=np.array([1, 2]),
+                              reward_scale=4.0, extra={"value_range": [0.0, 1.0]})
+    again = DatasetStatistics.from_dict(stats.to_dict())
+    assert again.reward_scale == 4.0 and again.extra == {"value_range": [0.0, 1.0]}
+    np.testing.assert_array_equal(again.action_max, [1, 2])
