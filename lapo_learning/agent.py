@@ -101,6 +101,11 @@ class Agent:
         """Normalised actions for uint8 images and normalised joints (no augmentation)."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def validation_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Per-sample validation quantities; at least the policy's action `pred`."""
+        return {"pred": self.act(batch.images, batch.joint)}
+
     # State ---------------------------------------------------------------------------------------
     def state_dict(self, with_optimizers: bool = True) -> dict[str, Any]:
         state: dict[str, Any] = {"modules": {k: m.state_dict() for k, m in self.modules().items()}}

@@ -67,7 +67,7 @@ def validate(path: Path) -> int:
         print(f"validating dataset: {file}\n{'=' * 60}")
         problems = fmt.validate_file(file)
         if not any("not an HDF5" in p or "cannot be read" in p or "no such" in p for p in problems):
-            with h5py.File(file, "r") as f:
+            with fmt.open_episode(file) as f:
                 print("\nfile structure:")
                 print("\n".join(fmt.describe_tree(f)))
                 if not problems and not fmt.is_complete(f):

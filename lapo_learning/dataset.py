@@ -77,7 +77,7 @@ def list_episode_files(path: Path, include_incomplete: bool) -> list[Path]:
         raise fmt.DatasetError(f"{path}: directory holds no {fmt.EPISODE_GLOB} episode files")
     kept = []
     for file in files:
-        with h5py.File(file, "r") as f:
+        with fmt.open_episode(file) as f:
             if not fmt.is_complete(f) and not include_incomplete:
                 log.warning("skipping %s: episode marked incomplete (interrupted recording)", file)
                 continue
@@ -105,7 +105,7 @@ def load_dataset(
         problems = fmt.validate_file(file)
         if problems:
             raise fmt.DatasetError(f"{file}: invalid dataset:\n  " + "\n  ".join(problems))
-        with h5py.File(file, "r") as f:
+        with fmt.open_episode(file) as f:
             file_schema = fmt.read_schema(f)
             if schema is None:
                 schema = file_schema

@@ -56,6 +56,12 @@ def image_key(camera: str) -> str:
 JOINT_PATH = f"{OBS_GROUP}/{JOINT_KEY}"
 
 
+def open_episode(path: str | Path) -> h5py.File:
+    """Open a dataset file read-only. `swmr=True` because the recorder writes in SWMR mode: a file
+    whose writer was killed can only be opened that way (it then reads `complete=False`)."""
+    return h5py.File(path, "r", swmr=True)
+
+
 def validate_file(path: str | Path) -> list[str]:
     """Every layout problem of one file, as `'<key>: <problem>'` strings (empty list = valid).
 
@@ -66,7 +72,7 @@ def validate_file(path: str | Path) -> list[str]:
     if not h5py.is_hdf5(path):
         return ["not an HDF5 file (wrong format or not a dataset)"]
     try:
-        with h5py.File(path, "r") as f:
+        with open_episode(path) as f:
             return _validate_open(f)
     except OSError as exc:  # truncated or corrupt HDF5
         return [f"cannot be read as HDF5 ({exc})"]

@@ -194,10 +194,11 @@ class LAPOAgent(Agent):
         return self.vae_target.decode(feat, self.actor(feat))
 
     @torch.no_grad()
-    def td_error(self, batch: Batch) -> float:
-        """Mean squared TD error of Q1 on a batch (validation diagnostic)."""
+    def validation_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Per-sample policy action, expectile weight of the recorded action, and squared TD error."""
         feat = self.encoder(batch.images, batch.joint)
         next_feat = self.encoder(batch.next_images, batch.next_joint)
+        _, weights = self.advantage_weights(feat, next_feat, batch)
         target = batch.reward + batch.not_done * self.config.discount * self.critic_target.v(next_feat)
-        q1 = self.critic.q1(feat, batch.action)
-        return F.mse_loss(q1, target.clamp(self.min_v, self.max_v)).item()
+        td = (self.critic.q1(feat, batch.action) - target.clamp(self.min_v, self.max_v)) ** 2
+        return {"pred": self.vae_target.decode(feat, self.actor(feat)), "weight": weights, "td": td}

@@ -3,8 +3,9 @@
     python -m lapo_learning.train --hdf5_path sample_data.hdf5 --ExpID 0001 --max_timesteps 50000
 
 Writes results/Exp{ExpID}/multimodal_robot/: progress.csv, params.json, model_best_{algo}.pth
-(lowest validation action error), model_final_{algo}.pth, model_{step}.pth every --save_freq steps
-(full state: `--load_model STEP` resumes exactly), training_curves.png.
+(lowest validation selection metric, see validation_metrics), model_final_{algo}.pth,
+model_{step}.pth every --save_freq steps (full state: `--load_model STEP` resumes exactly),
+training_curves.png.
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ from lapo_learning.checkpoint import (VALUE_RANGE_KEY, CheckpointError, build_ag
                                       restore_agent, save_checkpoint)
 from lapo_learning.dataset import OfflineDataset, load_dataset, split_episodes
 from lapo_learning.dataset_format import DatasetError
-from lapo_learning.lapo_agent import LAPOAgent
 from lapo_learning.networks import IMAGE_ENCODERS, MLP_BACKBONES
 from lapo_learning.plotting import plot_progress
 from lapo_learning.replay import ReplayBuffer, fit_statistics
@@ -111,17 +111,32 @@ def set_rng_state(state: dict[str, Any], buffer: ReplayBuffer) -> None:
 
 
 def validation_metrics(agent: Agent, val: ReplayBuffer, mean_action: torch.Tensor, batch_size: int) -> dict[str, float]:
-    """Held-out action error of the policy and of a constant mean-action predictor (normalised units)."""
-    err = base = td = 0.0
+    """Held-out episodes, normalised action units.
+
+    val_action_mse: policy vs recorded action; val_mean_action_mse: a constant mean-action
+    predictor, for scale. LAPO adds val_weighted_action_mse (the same error weighted by the
+    critic's expectile weight of each recorded action, i.e. its own VAE objective: on mixed-quality
+    data, moving away from poor actions lowers it while it raises the plain error) and
+    val_td_error. `selection_metric` picks model_best: the weighted error for LAPO, the plain one
+    for BC.
+    """
+    sums: dict[str, float] = {}
+    weight_total = 0.0
     for batch in val.iterate(batch_size * 4):
-        pred = agent.act(batch.images, batch.joint)
-        err += ((pred - batch.action) ** 2).mean(dim=1).sum().item()
-        base += ((mean_action - batch.action) ** 2).mean(dim=1).sum().item()
-        if isinstance(agent, LAPOAgent):
-            td += agent.td_error(batch) * len(batch)
-    out = {"val_action_mse": err / val.size, "val_mean_action_mse": base / val.size}
-    if isinstance(agent, LAPOAgent):
-        out["val_td_error"] = td / val.size
+        terms = agent.validation_terms(batch)
+        err = ((terms["pred"] - batch.action) ** 2).mean(dim=1, keepdim=True)
+        parts = {"val_action_mse": err.sum(),
+                 "val_mean_action_mse": ((mean_action - batch.action) ** 2).mean(dim=1).sum()}
+        if "weight" in terms:
+            parts["val_weighted_action_mse"] = (terms["weight"] * err).sum()
+            parts["val_td_error"] = terms["td"].sum()
+            weight_total += terms["weight"].sum().item()
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v.item()
+    out = {k: v / val.size for k, v in sums.items()}
+    if "val_weighted_action_mse" in out:
+        out["val_weighted_action_mse"] = sums["val_weighted_action_mse"] / max(weight_total, 1e-12)
+    out["selection_metric"] = out.get("val_weighted_action_mse", out["val_action_mse"])
     return out
 
 
@@ -132,14 +147,14 @@ class ProgressLog:
         """`resume_from`: the progress.csv of the run being resumed; its rows up to `resume_step` are kept."""
         self.path = path
         self.fields: list[str] | None = None
-        self.best = float("inf")  # lowest val_action_mse so far, kept across a resume
+        self.best = float("inf")  # lowest selection_metric so far, kept across a resume
         rows = []
         if resume_from is not None and resume_from.exists():
             with resume_from.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
         if rows:
             self.fields = list(rows[0].keys())
-            self.best = min(float(r["val_action_mse"]) for r in rows)
+            self.best = min(float(r["selection_metric"]) for r in rows)
             self._write(rows, "w")
         elif path.exists():
             path.unlink()
@@ -232,8 +247,8 @@ def train(args: argparse.Namespace) -> Path:
             row["wall_time_s"] = time.perf_counter() - t_start
             progress.append(row)
             log.info("step %d: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"), step)
-            if row["val_action_mse"] < progress.best:
-                progress.best = row["val_action_mse"]
+            if row["selection_metric"] < progress.best:
+                progress.best = row["selection_metric"]
                 save_checkpoint(run_dir / f"model_best_{args.algo}.pth", agent, stats, params, step,
                                 with_optimizers=False)
             sums, n_steps, t_sample, t_step = {}, 0, 0.0, 0.0

@@ -32,7 +32,8 @@ def test_outputs_and_learning(trained):
     rows = progress_rows(trained)
     assert [int(r["step"]) for r in rows] == [100, 200, 300, 400]
     for key in ("critic_loss", "vae_loss", "actor_loss", "q_mean", "v_mean", "val_action_mse",
-                "val_td_error", "samples_per_s", "sample_time_frac"):
+                "val_td_error", "val_weighted_action_mse", "selection_metric", "samples_per_s",
+                "sample_time_frac"):
         assert key in rows[0]
     last = rows[-1]
     # a short CPU run beats the mean-action predictor on held-out episodes
