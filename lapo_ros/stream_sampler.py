@@ -1,0 +1,141 @@
+"""Fixed-rate sampling of the newest message of every input stream (pure Python, no rclpy).
+
+Every stream keeps only its newest message with its stamp (the header stamp, or the arrival time
+for messages without one). A sample at time `now` takes the newest message of each stream; when
+any stream has no message yet or its newest one is more than `max_age` seconds away from `now`,
+the sample is skipped and the offending streams' skip counters are incremented. Messages are
+converted lazily, so only the messages that end up in a sample are decoded, each at most once.
+This is what ALOHA 2 and LeRobot do (newest-per-stream at a fixed rate), plus per-stream stamps.
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from lapo_learning.schema import CAMERAS
+
+# Stream names besides the cameras (which use the names in CAMERAS).
+JOINT_STREAM = "joint"
+ACTION_STREAM = "action"
+REWARD_STREAM = "reward"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One synchronised observation (and, when recording, the action and reward at that time)."""
+
+    time: float  # sample time (s) on the node's clock
+    images: dict[str, np.ndarray]  # camera name (CAMERAS) -> uint8 HxWx3
+    joint: np.ndarray  # float32 [J]
+    action: np.ndarray | None  # float32 [A], None when actions are not subscribed
+    reward: float | None  # None when no reward stream
+    stamps: dict[str, float]  # stream -> stamp (s) of the message used
+
+
+class _Entry:
+    __slots__ = ("raw", "stamp", "arrival", "value", "converted")
+
+    def __init__(self, raw: Any, stamp: float, arrival: float) -> None:
+        self.raw, self.stamp, self.arrival = raw, stamp, arrival
+        self.value: Any = None
+        self.converted = False
+
+
+class StreamCache:
+    """The newest message of one stream, its stamp and arrival time; converted on first use.
+
+    Thread-safe: subscription callbacks may update it while a timer samples it.
+    """
+
+    def __init__(self, name: str, convert: Callable[[Any], Any] = lambda raw: raw) -> None:
+        self.name = name
+        self._convert = convert
+        self._lock = threading.Lock()
+        self._entry: _Entry | None = None
+        self.received = 0
+
+    def update(self, raw: Any, stamp: float | None, arrival: float) -> None:
+        """Store a message; a missing or zero stamp means "unstamped": the arrival time is used."""
+        entry = _Entry(raw, stamp if stamp else arrival, arrival)
+        with self._lock:
+            self._entry = entry
+            self.received += 1
+
+    def newest(self) -> tuple[Any, float] | None:
+        """(converted value, stamp) of the newest message, or None before the first message."""
+        with self._lock:
+            entry = self._entry
+        if entry is None:
+            return None
+        if not entry.converted:  # a message sampled twice (slow stream) is converted once
+            entry.value = self._convert(entry.raw)
+            entry.raw = None
+            entry.converted = True
+        return entry.value, entry.stamp
+
+    def stamp(self) -> float | None:
+        with self._lock:
+            return None if self._entry is None else self._entry.stamp
+
+
+class StreamSampler:
+    """Samples the newest message of each stream; skips (and counts) when one is missing or stale.
+
+    `caches` maps stream names to caches: the camera names of CAMERAS and JOINT_STREAM are
+    required, ACTION_STREAM and REWARD_STREAM optional.
+    """
+
+    def __init__(self, caches: Mapping[str, StreamCache], max_age: float) -> None:
+        required = set(CAMERAS) | {JOINT_STREAM}
+        missing = required - set(caches)
+        if missing:
+            raise ValueError(f"StreamSampler needs streams {sorted(missing)}")
+        unknown = set(caches) - required - {ACTION_STREAM, REWARD_STREAM}
+        if unknown:
+            raise ValueError(f"StreamSampler got unknown streams {sorted(unknown)}")
+        if not max_age > 0:
+            raise ValueError(f"max_age must be > 0 s, got {max_age}")
+        self.caches = dict(caches)
+        self.max_age = float(max_age)
+        self.skipped: Counter[str] = Counter()  # stream -> samples skipped because of it
+        self.skipped_samples = 0  # samples skipped (a sample with two stale streams counts once)
+        self.sampled = 0
+
+    def stale_streams(self, now: float) -> list[str]:
+        """Streams without a message, or whose newest message is more than max_age from `now`.
+
+        A stamp ahead of `now` by more than max_age (publisher on another clock) is stale too.
+        """
+        stale = []
+        for name, cache in self.caches.items():
+            stamp = cache.stamp()
+            if stamp is None or abs(now - stamp) > self.max_age:
+                stale.append(name)
+        return stale
+
+    def sample(self, now: float) -> Sample | None:
+        """The sample at `now`, or None (skip counted) when a stream is missing or stale."""
+        stale = self.stale_streams(now)
+        if stale:
+            self.skipped.update(stale)
+            self.skipped_samples += 1
+            return None
+        values: dict[str, Any] = {}
+        stamps: dict[str, float] = {}
+        for name, cache in self.caches.items():
+            newest = cache.newest()
+            assert newest is not None  # checked by stale_streams; caches never forget a message
+            values[name], stamps[name] = newest
+        self.sampled += 1
+        return Sample(
+            time=now,
+            images={cam: values[cam] for cam in CAMERAS},
+            joint=values[JOINT_STREAM],
+            action=values.get(ACTION_STREAM),
+            reward=None if REWARD_STREAM not in values else float(values[REWARD_STREAM]),
+            stamps=stamps,
+        )

@@ -1,0 +1,421 @@
+"""The recorder node end to end: real rclpy/DDS, the node in its own process, HDF5 on disk.
+
+A publisher node in this process sends images whose pixels encode a frame counter, joint states
+and commands whose values encode their stamp; the written episodes must pair them exactly as
+sent, at the configured rate, with skews under max_age.
+"""
+import os
+
+os.environ["ROS_DOMAIN_ID"] = "41"  # recorder tests: 41-49, apart from the other developers'
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Header
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool, Trigger
+
+from lapo_learning import dataset_format as fmt
+from lapo_learning.dataset import load_dataset
+from lapo_learning.schema import CAMERAS
+from lapo_ros.image_msgs import rgb_to_image_msg
+from lapo_ros.observation_inputs import DEFAULT_CAMERA_TOPICS
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config" / "recorder.yaml"
+JOINTS = [f"{side}_{j}" for side in ("left", "right") for j in (
+    "waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "left_finger", "right_finger")]
+RATE = 30.0
+MAX_AGE = 0.1
+SIM_START = 1000.0
+
+
+def encode_frame(k: int, cam_index: int) -> np.ndarray:
+    """A uniform image (survives any resize) whose pixel encodes frame k and the camera."""
+    return np.broadcast_to(np.array([k % 250, k // 250, 80 * cam_index], np.uint8), (24, 32, 3)).copy()
+
+
+def decode_frame(pixel: np.ndarray) -> int:
+    return int(pixel[0]) + 250 * int(pixel[1])
+
+
+class RobotPublisher(Node):
+    """Cameras, joint states and commands; remembers the stamp of every frame it sent."""
+
+    def __init__(self, context, cam_rates=None, joint_rate=100.0, encoding="rgb8", extra_joint=None,
+                 sim_clock=False) -> None:
+        super().__init__("fake_robot", context=context)
+        self.t0 = time.time()
+        self.sim_clock = sim_clock
+        self.frames: dict[str, dict[int, float]] = {c: {} for c in CAMERAS}
+        self.encoding, self.extra_joint = encoding, extra_joint
+        self.lock = threading.Lock()
+        qos = qos_profile_sensor_data
+        for i, cam in enumerate(CAMERAS):
+            pub = self.create_publisher(Image, DEFAULT_CAMERA_TOPICS[cam], qos)
+            rate = (cam_rates or {}).get(cam, 30.0)
+            self.create_timer(1.0 / rate, lambda cam=cam, i=i, pub=pub: self._camera(cam, i, pub))
+        self.joint_pub = self.create_publisher(JointState, "/joint_states", 10)
+        self.action_pub = self.create_publisher(Float64MultiArray, "/forward_position_controller/commands", 10)
+        self.create_timer(1.0 / joint_rate, self._joints)
+        self.create_timer(1.0 / 30.0, self._action)
+        if sim_clock:
+            self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+            self.create_timer(0.005, self._publish_clock)
+        self.status: list[dict] = []
+        self.create_subscription(DiagnosticArray, "/recorder/status", self._on_status, 10)
+        self.start = self.create_client(Trigger, "/recorder/start")
+        self.stop = self.create_client(SetBool, "/recorder/stop")
+        self.discard = self.create_client(Trigger, "/recorder/discard")
+
+    def now_s(self) -> float:
+        """Seconds on the clock the recorder uses (sim: SIM_START + elapsed wall time)."""
+        wall = time.time()
+        return SIM_START + (wall - self.t0) if self.sim_clock else wall
+
+    def _stamp(self, seconds: float):
+        return rclpy.time.Time(nanoseconds=int(seconds * 1e9)).to_msg()
+
+    def _publish_clock(self) -> None:
+        self.clock_pub.publish(Clock(clock=self._stamp(self.now_s())))
+
+    def _camera(self, cam: str, i: int, pub) -> None:
+        with self.lock:
+            k = len(self.frames[cam])
+            t = self.now_s()
+            self.frames[cam][k] = t
+        msg = rgb_to_image_msg(encode_frame(k, i), stamp=self._stamp(t))
+        if self.encoding != "rgb8":
+            msg.encoding = self.encoding
+        pub.publish(msg)
+
+    def _joints(self) -> None:
+        t = self.now_s()
+        names = list(reversed(JOINTS)) + ([self.extra_joint] if self.extra_joint else [])
+        values = [self.encode_joint(t, JOINTS.index(n)) if n in JOINTS else 0.0 for n in names]
+        self.joint_pub.publish(JointState(header=Header(stamp=self._stamp(t)), name=names, position=values))
+
+    def encode_joint(self, t: float, j: int) -> float:
+        return (t - self.t0) % 100 + 10 * j
+
+    def _action(self) -> None:
+        t = self.now_s()
+        self.action_pub.publish(Float64MultiArray(data=[(t - self.t0) % 100 + 100 * j for j in range(16)]))
+
+    def _on_status(self, msg: DiagnosticArray) -> None:
+        self.status.append({kv.key: kv.value for kv in msg.status[0].values})
+
+    def call(self, client, request, timeout: float = 10.0):
+        assert client.wait_for_service(timeout_sec=30.0), f"service {client.srv_name} not available"
+        future = client.call_async(request)
+        deadline = time.time() + timeout
+        while not future.done():
+            assert time.time() < deadline, f"no answer from {client.srv_name}"
+            time.sleep(0.01)
+        return future.result()
+
+
+@pytest.fixture(scope="module")
+def ros():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    yield context, executor
+    executor.shutdown()
+    rclpy.try_shutdown(context=context)
+
+
+class Robot:
+    """A RobotPublisher spun by the module's executor; removed on exit."""
+
+    def __init__(self, ros, **kw) -> None:
+        self.context, self.executor = ros
+        self.node = RobotPublisher(self.context, **kw)
+
+    def __enter__(self) -> RobotPublisher:
+        self.executor.add_node(self.node)
+        return self.node
+
+    def __exit__(self, *exc) -> None:
+        self.executor.remove_node(self.node)
+        self.node.destroy_node()
+
+
+def launch_recorder(out: Path, *params: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "lapo_ros.recorder", "--ros-args", "--params-file", str(CONFIG),
+            "-p", f"output_dir:={out}", "-p", "status_period:=0.5", "-p", "reward.topic:=''",
+            "-p", f"max_age:={MAX_AGE}", "-p", "min_free_disk_mb:=0.0"]
+    for p in params:
+        args += ["-p", p]
+    return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_receiving(robot: RobotPublisher, timeout: float = 30.0) -> None:
+    """Until the recorder's status says it receives every stream (DDS discovery takes a while)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if robot.status and all(n > 0 for n in json.loads(robot.status[-1]["received"]).values()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"recorder does not receive all streams: {robot.status[-1:]}")
+
+
+def finish(proc: subprocess.Popen, sig: int = signal.SIGINT) -> tuple[int, str]:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"recorder did not exit on signal {sig}:\n{out}")
+    return proc.returncode, out
+
+
+@pytest.fixture(scope="module")
+def recorded(ros, tmp_path_factory):
+    """Episode 1 succeeds (3 s), episode 2 fails (1.5 s), episode 3 is cut by Ctrl-C."""
+    out = tmp_path_factory.mktemp("episodes")
+    proc = launch_recorder(out)
+    with Robot(ros) as robot:
+        try:
+            wait_receiving(robot)
+            times = {}
+            for episode, (seconds, success) in enumerate([(3.0, True), (1.5, False)], start=1):
+                res = robot.call(robot.start, Trigger.Request())
+                assert res.success, res.message
+                times[episode] = time.time()
+                time.sleep(seconds)
+                res = robot.call(robot.stop, SetBool.Request(data=success))
+                assert res.success, res.message
+                times[episode] = time.time() - times[episode]
+            assert not robot.call(robot.stop, SetBool.Request(data=True)).success  # nothing recording
+            assert robot.call(robot.start, Trigger.Request()).success
+            time.sleep(1.0)
+            status = list(robot.status)
+        finally:
+            code, log = finish(proc, signal.SIGINT)
+    yield {"dir": out, "robot": robot, "code": code, "log": log, "status": status, "durations": times}
+
+
+def read(path: Path) -> dict:
+    with h5py.File(path, "r") as f:
+        data = {k: f[k][()] for k in ("actions", "observations/joint", "rewards", "terminals", "timeouts", "timestamps")}
+        data.update({c: f[fmt.image_key(c)][:, 0, 0] for c in CAMERAS})
+        data["stamps"] = {k: v[()] for k, v in f["stamps"].items()}
+        data["attrs"] = dict(f.attrs)
+        data["shape"] = f[fmt.image_key(CAMERAS[0])].shape
+    return data
+
+
+def test_interrupt_keeps_finished_episodes_and_marks_the_current_incomplete(recorded) -> None:
+    assert recorded["code"] == 0, recorded["log"]
+    files = sorted(p.name for p in recorded["dir"].glob("*.hdf5"))
+    assert files == ["episode_0001.hdf5", "episode_0002.hdf5", "episode_0003.hdf5"], recorded["log"]
+    for name in files[:2]:
+        assert fmt.validate_file(recorded["dir"] / name) == []
+    third = read(recorded["dir"] / "episode_0003.hdf5")
+    assert third["attrs"]["complete"] == False and third["attrs"]["outcome"] == "interrupted"  # noqa: E712
+    assert len(third["actions"]) > 10
+    ds = load_dataset(recorded["dir"])
+    assert [Path(s).name for s in ds.sources] == files[:2]
+
+
+def test_outcomes_and_metadata(recorded) -> None:
+    one, two = (read(recorded["dir"] / f"episode_000{i}.hdf5") for i in (1, 2))
+    assert one["attrs"]["outcome"] == "success" and one["attrs"]["complete"] == True  # noqa: E712
+    assert one["terminals"][-1] and not one["terminals"][:-1].any() and not one["timeouts"].any()
+    np.testing.assert_array_equal(one["rewards"], np.eye(len(one["rewards"]))[-1])  # sparse
+    assert two["attrs"]["outcome"] == "failure" and not two["terminals"].any() and two["rewards"].sum() == 0
+    schema = json.loads(one["attrs"]["lapo_schema"])
+    assert schema["image_size"] == [84, 84] and schema["joint_names"] == JOINTS and schema["rate_hz"] == RATE
+    assert one["shape"][1:] == (84, 84, 3)
+    assert json.loads(one["attrs"]["topics"])["joint"] == "/joint_states"
+    assert set(one["stamps"]) == set(CAMERAS) | {"joint", "action"}
+    assert json.loads(one["attrs"]["skipped"]) == {s: 0 for s in one["stamps"]}
+    assert one["attrs"]["dropped"] == 0
+
+
+def test_samples_pair_the_streams_exactly(recorded) -> None:
+    robot: RobotPublisher = recorded["robot"]
+    for episode in (1, 2):
+        ep = read(recorded["dir"] / f"episode_000{episode}.hdf5")
+        ts = ep["timestamps"]
+        for i, cam in enumerate(CAMERAS):
+            frames = [decode_frame(p) for p in ep[cam]]
+            assert all(int(p[2]) == 80 * i for p in ep[cam])  # the right camera in the right dataset
+            sent = np.array([robot.frames[cam][k] for k in frames])
+            np.testing.assert_allclose(ep["stamps"][cam], sent, atol=1e-6)  # the frame used is named
+        # joint j carries (stamp - t0) + 10 j: by name, from the message whose stamp is recorded
+        decoded = ep["observations/joint"] - 10 * np.arange(16)
+        np.testing.assert_allclose(decoded, np.repeat(decoded[:, :1], 16, axis=1), atol=1e-4)
+        np.testing.assert_allclose(decoded[:, 0], (ep["stamps"]["joint"] - robot.t0) % 100, atol=1e-4)
+        actions = ep["actions"] - 100 * np.arange(16)
+        np.testing.assert_allclose(actions, np.repeat(actions[:, :1], 16, axis=1), atol=1e-4)
+        for stream, stamps in ep["stamps"].items():
+            skew = np.abs(ts - stamps)
+            assert skew.max() <= MAX_AGE, (stream, skew.max())
+        # one sample per 1/RATE: the count matches rate x duration within one sample
+        assert np.all(np.diff(ts) > 0)
+        expected = (ts[-1] - ts[0]) * RATE + 1
+        assert abs(len(ts) - expected) <= 1, (len(ts), expected)
+        assert abs(len(ts) - RATE * recorded["durations"][episode]) <= 0.25 * RATE  # service latency
+
+
+def test_status_topic(recorded) -> None:
+    last = [s for s in recorded["status"] if s["recording"] == "True"][-1]
+    assert last["episode"] == "3" and int(last["samples"]) > 0
+    assert 20 < float(last["rate_hz"]) < 40
+    assert last["dropped"] == "0"
+    assert set(json.loads(last["skipped"])) <= set(CAMERAS) | {"joint", "action"}
+
+
+def test_recorded_episodes_train_unchanged(recorded, tmp_path) -> None:
+    if not (REPO / "lapo_learning" / "train.py").exists():
+        pytest.skip("lapo_learning.train is not in the tree yet")
+    res = subprocess.run(
+        [sys.executable, "-m", "lapo_learning.train", "--hdf5_path", str(recorded["dir"]), "--ExpID", "rec",
+         "--results_dir", str(tmp_path), "--max_timesteps", "20", "--image_encoder", "cnn_3conv_1fc_0",
+         "--device", "cpu", "--batch_size", "16", "--eval_freq", "10", "--save_freq", "20"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert list((tmp_path / "Exprec" / "multimodal_robot").glob("model_final_*.pth"))
+
+
+def test_stale_camera_is_skipped_and_counted(ros, tmp_path) -> None:
+    proc = launch_recorder(tmp_path)
+    with Robot(ros, cam_rates={"global_image": 2.0}) as robot:
+        try:
+            wait_receiving(robot)
+            assert robot.call(robot.start, Trigger.Request()).success
+            time.sleep(2.0)
+            assert robot.call(robot.stop, SetBool.Request(data=True)).success
+        finally:
+            code, log = finish(proc)
+    assert code == 0, log
+    ep = read(tmp_path / "episode_0001.hdf5")
+    skipped = json.loads(ep["attrs"]["skipped"])
+    assert skipped["global_image"] > 20 and skipped["left_image"] == 0, skipped
+    # a 2 Hz camera is fresh (< 0.1 s) in ~20 % of the ticks
+    assert 0 < len(ep["timestamps"]) < 0.5 * 2.0 * RATE
+    assert np.abs(ep["timestamps"] - ep["stamps"]["global_image"]).max() <= MAX_AGE
+
+
+@pytest.mark.parametrize("kind", ["encoding", "joint"])
+def test_unusable_input_is_a_clear_error(ros, tmp_path, kind: str) -> None:
+    proc = launch_recorder(tmp_path, "auto_start:=true")
+    kw = {"encoding": "bgr16"} if kind == "encoding" else {"extra_joint": "elbow_of_a_third_arm"}
+    with Robot(ros, **kw):
+        try:
+            proc.wait(timeout=60)
+        finally:
+            code, log = finish(proc)
+    assert code == 1, log
+    if kind == "encoding":
+        assert "topic /left_wrist/image_raw: unsupported image encoding 'bgr16'" in log
+    else:
+        assert "topic /joint_states: JointState has unknown joints ['elbow_of_a_third_arm']" in log
+
+
+def test_time_out_auto_start_and_sigterm(ros, tmp_path) -> None:
+    proc = launch_recorder(tmp_path, "auto_start:=true", "max_episode_steps:=20")
+    with Robot(ros) as robot:
+        try:
+            wait_receiving(robot)
+            deadline = time.time() + 30
+            while len(list(tmp_path.glob("*.hdf5"))) < 3 and time.time() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.3)
+        finally:
+            code, log = finish(proc, signal.SIGTERM)
+    assert code == 0, log
+    files = sorted(tmp_path.glob("*.hdf5"))
+    complete = [p for p in files if read(p)["attrs"]["complete"]]
+    assert len(complete) >= 2 and complete == files[:len(complete)]
+    for p in complete:
+        ep = read(p)
+        assert len(ep["actions"]) == 20 and ep["timeouts"][-1] and not ep["terminals"].any()
+        assert ep["attrs"]["outcome"] == "timeout"
+    assert len(files) == len(complete) + 1  # the one SIGTERM cut
+    assert read(files[-1])["attrs"]["outcome"] == "interrupted"
+
+
+def test_discard_deletes_the_episode(ros, tmp_path) -> None:
+    proc = launch_recorder(tmp_path)
+    with Robot(ros) as robot:
+        try:
+            wait_receiving(robot)
+            assert robot.call(robot.start, Trigger.Request()).success
+            time.sleep(0.5)
+            assert robot.call(robot.discard, Trigger.Request()).success
+            assert robot.call(robot.start, Trigger.Request()).success
+            time.sleep(0.5)
+            assert not robot.call(robot.start, Trigger.Request()).success  # already recording
+            assert robot.call(robot.stop, SetBool.Request(data=True)).success
+        finally:
+            code, log = finish(proc)
+    assert code == 0, log
+    assert [p.name for p in tmp_path.glob("*.hdf5")] == ["episode_0002.hdf5"]  # numbers are not reused
+    assert read(tmp_path / "episode_0002.hdf5")["attrs"]["complete"]
+
+
+def test_use_sim_time_follows_clock(ros, tmp_path) -> None:
+    proc = launch_recorder(tmp_path, "use_sim_time:=true")
+    with Robot(ros, sim_clock=True) as robot:
+        try:
+            wait_receiving(robot)
+            assert robot.call(robot.start, Trigger.Request()).success
+            time.sleep(2.0)
+            assert robot.call(robot.stop, SetBool.Request(data=True)).success
+            sim_now = robot.now_s()
+        finally:
+            code, log = finish(proc)
+    assert code == 0, log
+    ts = read(tmp_path / "episode_0001.hdf5")["timestamps"]
+    assert SIM_START < ts[0] < ts[-1] < sim_now  # sample times are on the /clock time line
+    assert abs(len(ts) - ((ts[-1] - ts[0]) * RATE + 1)) <= 1
+
+
+def test_approximate_policy_without_message_filters_is_a_clear_error(tmp_path) -> None:
+    try:
+        import message_filters  # noqa: F401
+        pytest.skip("message_filters is installed")
+    except ImportError:
+        pass
+    proc = launch_recorder(tmp_path, "sync_policy:=approximate")
+    code, log = proc.wait(timeout=60), proc.communicate()[0]
+    assert code == 1 and "message_filters package is not installed" in log, log
+
+
+def test_approximate_policy_pairs_camera_sets(ros, tmp_path) -> None:
+    pytest.importorskip("message_filters", reason="message_filters is not installed here")
+    proc = launch_recorder(tmp_path, "sync_policy:=approximate", "approximate_slop:=0.02")
+    with Robot(ros) as robot:
+        try:
+            wait_receiving(robot)
+            assert robot.call(robot.start, Trigger.Request()).success
+            time.sleep(2.0)
+            assert robot.call(robot.stop, SetBool.Request(data=True)).success
+        finally:
+            code, log = finish(proc)
+    assert code == 0, log
+    ep = read(tmp_path / "episode_0001.hdf5")
+    cams = np.stack([ep["stamps"][c] for c in CAMERAS])
+    assert len(ep["timestamps"]) > 0 and (cams.max(0) - cams.min(0)).max() <= 0.02
