@@ -1,0 +1,305 @@
+"""Scripted teleoperator for the transfer-cube task. Pure logic, no ROS.
+
+Like a human teleoperator it streams joint-space position commands, one per control tick. The
+plan is open loop from the cube pose seen at the start of the episode (as ACT's scripted
+policy): Cartesian gripper waypoints, interpolated per tick (linear position, slerp orientation)
+and turned into joint targets by damped-least-squares IK on a private MjData of the same model.
+
+Hand-over geometry: the right gripper picks the cube pitched down from the +x side with its
+fingers on the cube's +-y faces; the left gripper comes horizontally from the -x side rolled by
+90 degrees, so its fingers close on the top and bottom faces and never meet the right fingers.
+
+Quality knobs (``DemonstratorConfig``):
+  noise_std     std (rad) of Gaussian noise added to the 12 arm-joint commands every tick
+                (finger commands stay open/close: noise there would only rattle the grasp);
+  failure_prob  probability that an episode is botched on purpose, by one of FAILURE_MODES:
+                grasp_offset (right grasp misses the cube), early_release (right opens before
+                the left has it), left_miss (left closes beside the cube).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# sim_world first: it picks the headless MUJOCO_GL default, which mujoco reads at import.
+from lapo_ros.sim_world import ARMS, NUM_JOINTS, SimWorld, load_model  # isort: skip
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+
+FAILURE_MODES: tuple[str, ...] = ("grasp_offset", "early_release", "left_miss")
+
+# Point between the finger pads in the gripper_link frame (finger tips end at x=0.154).
+GRIP_POINT = np.array([0.135, 0.0, 0.0])
+FINGER_OPEN, FINGER_CLOSED = 0.057, 0.021  # left_finger ctrlrange; right_finger is mirrored
+
+
+@dataclass(frozen=True)
+class DemonstratorConfig:
+    noise_std: float = 0.0
+    failure_prob: float = 0.0
+    control_dt: float = 0.02
+    pick_pitch_deg: float = 60.0  # right gripper tilt below horizontal when picking
+    meet_point: tuple[float, float, float] = (0.0, 0.5, 0.25)  # cube centre at hand-over
+    time_scale: float = 1.0  # >1 slows the whole motion down
+
+    def validate(self) -> None:
+        if self.noise_std < 0:
+            raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+        if not 0.0 <= self.failure_prob <= 1.0:
+            raise ValueError(f"failure_prob must be in [0, 1], got {self.failure_prob}")
+        if self.control_dt <= 0 or self.time_scale <= 0:
+            raise ValueError("control_dt and time_scale must be > 0")
+        if not 0.0 <= self.pick_pitch_deg <= 90.0:
+            raise ValueError(f"pick_pitch_deg must be in [0, 90], got {self.pick_pitch_deg}")
+
+
+@dataclass(frozen=True)
+class Waypoint:
+    t: float  # seconds from episode start
+    pos: np.ndarray  # grip point, world frame
+    rot: np.ndarray  # gripper_link orientation, 3x3
+    grip: float  # 1 open .. 0 closed
+
+
+def _frame(x_axis: np.ndarray, y_axis: np.ndarray) -> np.ndarray:
+    x = x_axis / np.linalg.norm(x_axis)
+    y = y_axis - x * (x @ y_axis)
+    y /= np.linalg.norm(y)
+    return np.column_stack([x, y, np.cross(x, y)])
+
+
+def _quat(rot: np.ndarray) -> np.ndarray:
+    q = np.empty(4)
+    mujoco.mju_mat2Quat(q, rot.reshape(-1))
+    return q
+
+
+def _slerp_rot(r0: np.ndarray, r1: np.ndarray, s: float) -> np.ndarray:
+    q0, q1 = _quat(r0), _quat(r1)
+    dot = float(q0 @ q1)
+    if dot < 0:  # shortest way round
+        q1, dot = -q1, -dot
+    if dot > 0.9995:
+        q = q0 + s * (q1 - q0)
+    else:
+        theta = np.arccos(dot)
+        q = (np.sin((1 - s) * theta) * q0 + np.sin(s * theta) * q1) / np.sin(theta)
+    q /= np.linalg.norm(q)
+    out = np.empty(9)
+    mujoco.mju_quat2Mat(out, q)
+    return out.reshape(3, 3)
+
+
+def _interpolate(waypoints: list[Waypoint], t: float) -> tuple[np.ndarray, np.ndarray, float]:
+    if t <= waypoints[0].t:
+        w = waypoints[0]
+        return w.pos, w.rot, w.grip
+    for a, b in zip(waypoints, waypoints[1:]):
+        if t <= b.t:
+            s = (t - a.t) / (b.t - a.t)
+            return a.pos + s * (b.pos - a.pos), _slerp_rot(a.rot, b.rot, s), a.grip + s * (b.grip - a.grip)
+    w = waypoints[-1]
+    return w.pos, w.rot, w.grip
+
+
+class ArmIK:
+    """Damped-least-squares IK for one arm's 6 joints, on a private MjData."""
+
+    def __init__(self, model: mujoco.MjModel, arm: str, damping: float = 0.03) -> None:
+        self.model = model
+        self.data = mujoco.MjData(model)
+        self.body = model.body(f"vx300s_{arm}/gripper_link").id
+        joints = [model.joint(f"vx300s_{arm}/{j}").id for j in
+                  ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")]
+        self.qpos_idx = np.array([model.jnt_qposadr[j] for j in joints])
+        self.dof_idx = np.array([model.jnt_dofadr[j] for j in joints])
+        self.low, self.high = model.jnt_range[joints, 0], model.jnt_range[joints, 1]
+        self.damping = damping
+        self._jacp = np.zeros((3, model.nv))
+        self._jacr = np.zeros((3, model.nv))
+
+    def set_joints(self, q: np.ndarray) -> None:
+        self.data.qpos[self.qpos_idx] = q
+
+    def forward(self) -> tuple[np.ndarray, np.ndarray]:
+        """Grip point position and gripper orientation at the current joints."""
+        mujoco.mj_kinematics(self.model, self.data)
+        rot = self.data.xmat[self.body].reshape(3, 3)
+        return self.data.xpos[self.body] + rot @ GRIP_POINT, rot.copy()
+
+    def solve(self, pos: np.ndarray, rot: np.ndarray, iterations: int, tol: float = 1e-4) -> np.ndarray:
+        """Joint angles reaching (pos, rot), warm-started from the last solution."""
+        q = self.data.qpos
+        for _ in range(iterations):
+            p, r = self.forward()
+            # Orientation error as a rotation vector (small-angle): 0.5 * sum_i r_i x rot_i.
+            err = np.concatenate([pos - p, 0.5 * np.cross(r.T, rot.T).sum(axis=0)])
+            if np.linalg.norm(err) < tol:
+                break
+            mujoco.mj_comPos(self.model, self.data)
+            mujoco.mj_jac(self.model, self.data, self._jacp, self._jacr, p, self.body)
+            jac = np.vstack([self._jacp[:, self.dof_idx], self._jacr[:, self.dof_idx]])
+            dq = jac.T @ np.linalg.solve(jac @ jac.T + self.damping**2 * np.eye(6), err)
+            q[self.qpos_idx] = np.clip(q[self.qpos_idx] + dq, self.low, self.high)
+        return q[self.qpos_idx].copy()
+
+
+class ScriptedDemonstrator:
+    """Call ``plan`` at the start of each episode, then ``next_command`` once per control tick."""
+
+    def __init__(self, config: DemonstratorConfig | None = None, seed: int = 0,
+                 model: mujoco.MjModel | None = None) -> None:
+        self.config = config or DemonstratorConfig()
+        self.config.validate()
+        model = model or load_model()
+        self._ik = {arm: ArmIK(model, arm) for arm in ARMS}
+        self._rng = np.random.default_rng(seed)
+        self._commands = np.zeros((0, NUM_JOINTS))
+        self._tick = 0
+        self.failure_mode: str | None = None
+
+    @property
+    def num_ticks(self) -> int:
+        return len(self._commands)
+
+    @property
+    def done(self) -> bool:
+        return self._tick >= len(self._commands)
+
+    def plan(self, cube_pose: np.ndarray, joint_positions: np.ndarray, seed: int | None = None) -> None:
+        """Plan a whole episode from the cube pose and the current 16 joint positions."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        cfg = self.config
+        self.failure_mode = (
+            str(self._rng.choice(FAILURE_MODES)) if self._rng.random() < cfg.failure_prob else None
+        )
+        joint_positions = np.asarray(joint_positions, dtype=np.float64)
+        starts = {}
+        for i, arm in enumerate(ARMS):
+            self._ik[arm].set_joints(joint_positions[8 * i : 8 * i + 6])
+            starts[arm] = self._ik[arm].forward()
+        waypoints = self._waypoints(np.asarray(cube_pose[:3], dtype=np.float64), starts)
+
+        n_ticks = int(round(waypoints["left"][-1].t / cfg.control_dt)) + 1
+        commands = np.zeros((n_ticks, NUM_JOINTS))
+        for i, arm in enumerate(ARMS):
+            ik = self._ik[arm]
+            ik.set_joints(joint_positions[8 * i : 8 * i + 6])
+            for k in range(n_ticks):
+                pos, rot, grip = _interpolate(waypoints[arm], k * cfg.control_dt)
+                # Cold start needs many iterations; afterwards each tick is a small correction.
+                commands[k, 8 * i : 8 * i + 6] = ik.solve(pos, rot, iterations=200 if k == 0 else 20)
+                finger = FINGER_CLOSED + grip * (FINGER_OPEN - FINGER_CLOSED)
+                commands[k, 8 * i + 6 : 8 * i + 8] = (finger, -finger)
+        self._commands = commands
+        self._tick = 0
+
+    def next_command(self) -> np.ndarray:
+        """Command for this tick; after the plan ends the last command is held."""
+        if not len(self._commands):
+            raise RuntimeError("plan() must be called first")
+        cmd = self._commands[min(self._tick, len(self._commands) - 1)].copy()
+        self._tick += 1
+        if self.config.noise_std > 0:
+            arm_joints = np.r_[0:6, 8:14]
+            cmd[arm_joints] += self._rng.normal(0.0, self.config.noise_std, size=arm_joints.size)
+        return cmd
+
+    def _waypoints(self, cube: np.ndarray, starts: dict) -> dict[str, list[Waypoint]]:
+        cfg = self.config
+        ts = cfg.time_scale
+        pitch = np.deg2rad(cfg.pick_pitch_deg)
+        # Right gripper: approach axis tilted down towards -x, fingers along world y.
+        r_rot = _frame(np.array([-np.cos(pitch), 0.0, -np.sin(pitch)]), np.array([0.0, -1.0, 0.0]))
+        r_approach = r_rot[:, 0]
+        # Left gripper: approach +x, rolled so the fingers close along world z.
+        l_rot = _frame(np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]))
+        meet = np.asarray(cfg.meet_point, dtype=np.float64)
+
+        grasp = cube + np.array([0.0, 0.0, 0.005])  # a little high: the tilted tips clear the table
+        if self.failure_mode == "grasp_offset":
+            angle = self._rng.uniform(0, 2 * np.pi)
+            grasp = grasp + 0.04 * np.array([np.cos(angle), np.sin(angle), 0.0])
+        left_grasp = meet + np.array([-0.012, 0.0, 0.0])  # the -x half of the cube
+        if self.failure_mode == "left_miss":
+            left_grasp = left_grasp + np.array([0.0, self._rng.choice([-0.05, 0.05]), 0.0])
+        release_t = 4.0 if self.failure_mode == "early_release" else 5.2
+
+        r_pos0, r_rot0 = starts["right"]
+        l_pos0, l_rot0 = starts["left"]
+        right = [
+            Waypoint(0.0, r_pos0, r_rot0, 0.0),
+            Waypoint(0.3, r_pos0, r_rot0, 0.0),  # let recorders catch the first frames
+            Waypoint(1.3, grasp - 0.08 * r_approach, r_rot, 1.0),  # above the cube, open
+            Waypoint(2.0, grasp, r_rot, 1.0),
+            Waypoint(2.4, grasp, r_rot, 0.0),  # close
+            Waypoint(2.6, grasp, r_rot, 0.0),
+            Waypoint(3.6, meet, r_rot, 0.0),  # carry to the hand-over point
+            Waypoint(release_t, meet, r_rot, 0.0),
+            Waypoint(release_t + 0.3, meet, r_rot, 1.0),  # open
+            Waypoint(release_t + 0.8, meet - 0.1 * r_approach, r_rot, 1.0),  # back off
+            Waypoint(6.4, meet - 0.1 * r_approach, r_rot, 1.0),
+        ]
+        left = [
+            Waypoint(0.0, l_pos0, l_rot0, 0.0),
+            Waypoint(1.0, l_pos0, l_rot0, 0.0),
+            Waypoint(3.6, left_grasp - np.array([0.1, 0.0, 0.0]), l_rot, 1.0),  # wait beside
+            Waypoint(4.4, left_grasp, l_rot, 1.0),
+            Waypoint(4.8, left_grasp, l_rot, 0.0),  # close
+            Waypoint(5.6, left_grasp, l_rot, 0.0),
+            Waypoint(6.2, left_grasp - np.array([0.05, 0.0, 0.0]), l_rot, 0.0),  # pull away
+            Waypoint(6.4, left_grasp - np.array([0.05, 0.0, 0.0]), l_rot, 0.0),
+        ]
+        scale = lambda wps: [Waypoint(w.t * ts, w.pos, w.rot, w.grip) for w in wps]  # noqa: E731
+        return {"right": scale(right), "left": scale(left)}
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    seed: int
+    failure_mode: str | None
+    max_reward: int
+    success: bool  # SimWorld.success() at the last tick
+
+
+def run_episode(world: SimWorld, demo: ScriptedDemonstrator, seed: int) -> EpisodeResult:
+    """Reset the world with ``seed``, play one planned demonstration, report the outcome."""
+    world.reset(seed)
+    demo.plan(world.cube_pose(), world.joint_positions(), seed=seed)
+    max_reward = 0
+    while not demo.done:
+        world.step(demo.next_command())
+        max_reward = max(max_reward, world.reward())
+    return EpisodeResult(seed, demo.failure_mode, max_reward, world.success())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure the demonstrator's success rate: python -m lapo_ros.scripted_demonstrator."""
+    import argparse
+    import logging
+
+    from lapo_ros.sim_world import SimWorldConfig
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--noise-std", type=float, default=0.0)
+    parser.add_argument("--failure-prob", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log = logging.getLogger("scripted_demonstrator")
+
+    world = SimWorld(SimWorldConfig(image_height=8, image_width=8))  # no rendering needed
+    demo = ScriptedDemonstrator(
+        DemonstratorConfig(noise_std=args.noise_std, failure_prob=args.failure_prob), model=world.model
+    )
+    results = [run_episode(world, demo, args.first_seed + i) for i in range(args.episodes)]
+    for r in results:
+        log.info("seed %d failure_mode=%s max_reward=%d success=%s", r.seed, r.failure_mode, r.max_reward, r.success)
+    log.info("success rate %d/%d", sum(r.success for r in results), len(results))
+    world.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""ROS 2 node: the simulated bimanual robot (MuJoCo transfer-cube world, see sim_world.py).
+
+    python -m lapo_ros.sim_robot --ros-args --params-file config/sim.yaml
+    ros2 launch lapo_ros sim.launch.py demonstrator:=true
+
+The node is the clock source: every control tick it steps the physics by one control period,
+advances sim time by the same amount and publishes /clock, joint states and reward stamped with
+it; cameras are rendered every 1/camera_rate of sim time. Ticks are paced by a steady (wall)
+timer at real_time_factor, and when rendering is slower than that, sim time simply slows down:
+nodes that run with use_sim_time see the same data either way.
+
+Commands follow the forward_position_controller convention: std_msgs/Float64MultiArray with 16
+values in the order of the joint_states names, the last one held. With `demonstrator: true` a
+scripted teleoperator (scripted_demonstrator.py) runs in this process and publishes its commands
+on the command topic, so a recorder records them as actions. It runs in-process because it plans
+from the true cube pose (which no topic carries, as on a real robot) and must produce exactly one
+command per sim tick; the node then applies its commands directly and does not subscribe.
+
+Services: ~/reset (std_srvs/Trigger) starts a new episode (cube pose from seed + episode
+number, new demonstration); ~/status (Trigger) answers success = hand-over completed, with the
+episode, seed, stage reward (0..4) and demonstration state in the message.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time as TimeMsg
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float32, Float64MultiArray
+from std_srvs.srv import Trigger
+
+from lapo_ros.image_msgs import rgb_to_image_msg
+from lapo_ros.scripted_demonstrator import DemonstratorConfig, ScriptedDemonstrator
+from lapo_ros.sim_world import NUM_JOINTS, SimWorld, SimWorldConfig
+
+# MuJoCo camera -> (topic parameter, frame_id). "top" is the global camera.
+CAMERA_TOPICS: dict[str, tuple[str, str]] = {
+    "left_wrist": ("left_wrist_topic", "left_wrist"),
+    "right_wrist": ("right_wrist_topic", "right_wrist"),
+    "top": ("global_topic", "global"),
+}
+
+
+@dataclass(frozen=True)
+class SimRobotParams:
+    image_height: int = 96
+    image_width: int = 128
+    control_rate: float = 50.0
+    camera_rate: float = 25.0
+    real_time_factor: float = 1.0
+    seed: int = 0
+    command_topic: str = "/forward_position_controller/commands"
+    joint_states_topic: str = "/joint_states"
+    reward_topic: str = "/reward"
+    left_wrist_topic: str = "/left_wrist/image_raw"
+    right_wrist_topic: str = "/right_wrist/image_raw"
+    global_topic: str = "/global/image_raw"
+    demonstrator: bool = False
+    noise_std: float = 0.0
+    failure_prob: float = 0.0
+
+    def validate(self) -> None:
+        if self.control_rate <= 0 or self.camera_rate <= 0:
+            raise ValueError("control_rate and camera_rate must be > 0")
+        if self.camera_rate > self.control_rate:
+            raise ValueError(f"camera_rate ({self.camera_rate}) cannot exceed control_rate ({self.control_rate})")
+        if self.real_time_factor <= 0:
+            raise ValueError(f"real_time_factor must be > 0, got {self.real_time_factor}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        topics = [getattr(self, f.name) for f in fields(self) if f.name.endswith("_topic")]
+        if any(not t for t in topics) or len(set(topics)) != len(topics):
+            raise ValueError(f"topic names must be non-empty and distinct: {topics}")
+
+
+DESCRIPTIONS: dict[str, str] = {
+    "image_height": "camera image height, pixels (rendering cost grows with it)",
+    "image_width": "camera image width, pixels",
+    "control_rate": "control ticks per second of sim time; 1/control_rate must be a multiple of "
+                    "the physics timestep (0.002 s)",
+    "camera_rate": "camera frames per second of sim time (<= control_rate)",
+    "real_time_factor": "target sim seconds per wall second; slower rendering lowers it, never "
+                        "changes the data",
+    "seed": "episode e places the cube with seed + e (episode 0 at start, +1 per ~/reset)",
+    "command_topic": "std_msgs/Float64MultiArray position commands, 16 values in joint_states order",
+    "joint_states_topic": "sensor_msgs/JointState output (16 joints, stamped with sim time)",
+    "reward_topic": "std_msgs/Float32 stage reward 0..4 each control tick",
+    "left_wrist_topic": "sensor_msgs/Image rgb8 of the left wrist camera",
+    "right_wrist_topic": "sensor_msgs/Image rgb8 of the right wrist camera",
+    "global_topic": "sensor_msgs/Image rgb8 of the overhead (global) camera",
+    "demonstrator": "a scripted teleoperator publishes commands on command_topic and the node "
+                    "ignores other commands",
+    "noise_std": "demonstrator: Gaussian noise std (rad) on arm-joint commands",
+    "failure_prob": "demonstrator: probability that an episode is botched on purpose",
+}
+
+
+def declare_params(node: Node) -> SimRobotParams:
+    """Declare every SimRobotParams field as a read-only ROS parameter and return the validated values."""
+    values = {}
+    for f in fields(SimRobotParams):
+        descriptor = ParameterDescriptor(description=DESCRIPTIONS[f.name], read_only=True)
+        values[f.name] = node.declare_parameter(f.name, f.default, descriptor).value
+    params = SimRobotParams(**values)
+    params.validate()
+    return params
+
+
+def _stamp(nanoseconds: int) -> TimeMsg:
+    return TimeMsg(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+class SimRobotNode(Node):
+    def __init__(self) -> None:
+        super().__init__("sim_robot")
+        self.params = p = declare_params(self)
+        self._world = SimWorld(SimWorldConfig(
+            image_height=p.image_height, image_width=p.image_width,
+            control_dt=1.0 / p.control_rate, seed=p.seed,
+        ))
+        self._control_ns = round(1e9 / p.control_rate)
+        self._camera_ns = round(1e9 / p.camera_rate)
+        self._sim_ns = 0
+        self._next_camera_ns = 0
+        self._episode = 0
+        self._joint_names = self._world.joint_names()
+        self._command = self._world.joint_positions()
+        self._demo_reported = False  # "demonstration finished" logged once per episode
+
+        self._demo: ScriptedDemonstrator | None = None
+        if p.demonstrator:
+            self._demo = ScriptedDemonstrator(
+                DemonstratorConfig(noise_std=p.noise_std, failure_prob=p.failure_prob,
+                                   control_dt=1.0 / p.control_rate),
+                seed=p.seed, model=self._world.model,
+            )
+            self._command_pub = self.create_publisher(Float64MultiArray, p.command_topic, 10)
+        else:
+            self.create_subscription(Float64MultiArray, p.command_topic, self._on_command, 10)
+
+        self._clock_pub = self.create_publisher(ClockMsg, "/clock", QoSProfile(depth=1))
+        self._joint_pub = self.create_publisher(JointState, p.joint_states_topic, 10)
+        self._reward_pub = self.create_publisher(Float32, p.reward_topic, 10)
+        self._image_pubs = {
+            cam: (self.create_publisher(Image, getattr(p, topic), qos_profile_sensor_data), frame)
+            for cam, (topic, frame) in CAMERA_TOPICS.items()
+        }
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_service(Trigger, "~/status", self._on_status)
+
+        self._start_episode()
+        # The node is the clock source, so its pacing timer must not follow /clock (use_sim_time).
+        self.create_timer(1.0 / (p.control_rate * p.real_time_factor), self._tick,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(
+            f"sim robot up: {p.image_width}x{p.image_height} images at {p.camera_rate} Hz, "
+            f"control {p.control_rate} Hz, demonstrator={p.demonstrator}, commands on {p.command_topic}")
+
+    # ------------------------------------------------------------------ episodes
+    def _seed(self) -> int:
+        return self.params.seed + self._episode
+
+    def _start_episode(self) -> None:
+        self._world.reset(self._seed())
+        self._command = self._world.joint_positions()
+        self._demo_reported = False
+        if self._demo is not None:
+            self._demo.plan(self._world.cube_pose(), self._command, seed=self._seed())
+        self._next_camera_ns = self._sim_ns  # fresh frames right away
+
+    def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self._episode += 1
+        self._start_episode()
+        response.success = True
+        response.message = f"episode {self._episode} seed {self._seed()}"
+        self.get_logger().info(f"reset: {response.message}")
+        return response
+
+    def _on_status(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.success = self._world.success()
+        demo = "off" if self._demo is None else ("done" if self._demo.done else "running")
+        response.message = (f"episode={self._episode} seed={self._seed()} reward={self._world.reward()} "
+                            f"demonstrator={demo} sim_time={self._sim_ns / 1e9:.3f}")
+        return response
+
+    # ------------------------------------------------------------------ commands
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        values = np.asarray(msg.data, dtype=np.float64)
+        if values.shape != (NUM_JOINTS,) or not np.all(np.isfinite(values)):
+            # Like forward_command_controller: a wrong size or non-finite command is dropped.
+            self.get_logger().error(
+                f"dropping command: need {NUM_JOINTS} finite values, got {values.size}",
+                throttle_duration_sec=5.0)
+            return
+        self._command = values
+
+    # ------------------------------------------------------------------ simulation
+    def _tick(self) -> None:
+        try:
+            self._step_and_publish()
+        except _rclpy.RCLError:
+            # SIGINT/SIGTERM shut the context down while this (slow, rendering) tick ran.
+            if self.context.ok():
+                raise
+
+    def _step_and_publish(self) -> None:
+        if self._demo is not None:
+            self._command = self._demo.next_command()
+            self._command_pub.publish(Float64MultiArray(data=self._command.tolist()))
+            if self._demo.done and not self._demo_reported:
+                self._demo_reported = True
+                self.get_logger().info(f"demonstration {self._episode} finished, "
+                                       f"success={self._world.success()}")
+        self._world.step(self._command)
+        self._sim_ns += self._control_ns
+        stamp = _stamp(self._sim_ns)
+
+        self._clock_pub.publish(ClockMsg(clock=stamp))
+        joints = JointState(name=self._joint_names, position=self._world.joint_positions().tolist())
+        joints.header.stamp = stamp
+        self._joint_pub.publish(joints)
+        self._reward_pub.publish(Float32(data=float(self._world.reward())))
+
+        if self._sim_ns >= self._next_camera_ns:
+            self._next_camera_ns += self._camera_ns
+            for cam, (pub, frame) in self._image_pubs.items():
+                pub.publish(rgb_to_image_msg(self._world.render(cam), stamp=stamp, frame_id=frame))
+
+    def destroy_node(self) -> None:
+        # rclpy also destroys a half-built node (invalid parameters) at shutdown: no world yet.
+        world: SimWorld | None = getattr(self, "_world", None)
+        if world is not None:
+            world.close()
+        super().destroy_node()
+
+
+def _make_node() -> SimRobotNode:
+    try:
+        return SimRobotNode()
+    except ValueError as exc:  # parameter validation: say which, exit non-zero without a traceback
+        rclpy.logging.get_logger("sim_robot").fatal(f"invalid parameters: {exc}")
+        raise SystemExit(1) from exc
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node: SimRobotNode | None = None
+    try:
+        node = _make_node()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

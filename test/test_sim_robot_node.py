@@ -1,0 +1,176 @@
+"""The sim robot node in a subprocess, observed through real rclpy from the test process.
+
+Both sides use a private ROS_DOMAIN_ID so that nodes of other runs on this machine do not mix in.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float32, Float64MultiArray
+from std_srvs.srv import Trigger
+
+ROOT = Path(__file__).resolve().parents[1]
+DOMAIN_ID = 1 + os.getpid() % 100
+HEIGHT, WIDTH = 48, 64
+IMAGE_TOPICS = ("/left_wrist/image_raw", "/right_wrist/image_raw", "/global/image_raw")
+COMMAND_TOPIC = "/forward_position_controller/commands"
+
+
+def start_node(*params: str) -> subprocess.Popen:
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), MUJOCO_GL=os.environ.get("MUJOCO_GL", "osmesa"))
+    args = [sys.executable, "-m", "lapo_ros.sim_robot", "--ros-args",
+            "--params-file", str(ROOT / "config" / "sim.yaml"),
+            "-p", f"image_height:={HEIGHT}", "-p", f"image_width:={WIDTH}"]
+    for p in params:
+        args += ["-p", p]
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop_node(proc: subprocess.Popen) -> tuple[int, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return proc.returncode, out
+
+
+class Probe:
+    """A test node that keeps every message it receives."""
+
+    def __init__(self) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=DOMAIN_ID)
+        self.node = Node("sim_robot_probe", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.images: dict[str, list[Image]] = {t: [] for t in IMAGE_TOPICS}
+        self.joints: list[JointState] = []
+        self.clock: list[Clock] = []
+        self.rewards: list[Float32] = []
+        self.commands: list[Float64MultiArray] = []
+        for topic in IMAGE_TOPICS:
+            self.node.create_subscription(Image, topic, self.images[topic].append, qos_profile_sensor_data)
+        self.node.create_subscription(JointState, "/joint_states", self.joints.append, 10)
+        self.node.create_subscription(Clock, "/clock", self.clock.append, 10)
+        self.node.create_subscription(Float32, "/reward", self.rewards.append, 10)
+        self.node.create_subscription(Float64MultiArray, COMMAND_TOPIC, self.commands.append, 10)
+        self.command_pub = self.node.create_publisher(Float64MultiArray, COMMAND_TOPIC, 10)
+
+    def spin_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def call(self, service: str) -> Trigger.Response:
+        client = self.node.create_client(Trigger, service)
+        assert client.wait_for_service(timeout_sec=10), service
+        future = client.call_async(Trigger.Request())
+        self.spin_until(future.done, 10, service)
+        return future.result()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def stamp_s(msg) -> float:
+    return msg.sec + msg.nanosec * 1e-9
+
+
+@pytest.fixture(scope="module")
+def probe() -> Probe:
+    p = Probe()
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="class")  # stopped before the demonstrator test starts its own node
+def sim(probe: Probe) -> subprocess.Popen:
+    proc = start_node("seed:=3")
+    probe.spin_until(lambda: all(probe.images.values()) or proc.poll() is not None, 40, "first images")
+    assert proc.poll() is None, stop_node(proc)[1]
+    yield proc
+    rc, out = stop_node(proc)
+    assert rc == 0 and "Traceback" not in out, out  # SIGINT is a clean exit
+
+
+class TestSimRobot:
+    def test_streams(self, sim: subprocess.Popen, probe: Probe) -> None:
+        probe.spin_until(lambda: len(probe.images["/global/image_raw"]) >= 3 and len(probe.clock) >= 5,
+                         20, "three frames and five clock ticks")
+        for topic, msgs in probe.images.items():
+            msg = msgs[-1]
+            assert (msg.height, msg.width, msg.encoding, msg.step) == (HEIGHT, WIDTH, "rgb8", WIDTH * 3), topic
+            pixels = np.frombuffer(msg.data, np.uint8)
+            assert pixels.size == HEIGHT * WIDTH * 3 and pixels.std() > 5, topic
+        frames = probe.images["/global/image_raw"]
+        assert stamp_s(frames[-1].header.stamp) - stamp_s(frames[-2].header.stamp) == pytest.approx(0.04)  # 25 Hz
+
+        js = probe.joints[-1]
+        assert len(js.name) == 16 and len(js.position) == 16
+        assert js.name[0] == "left_waist" and js.name[8] == "right_waist"
+        stamps = [stamp_s(m.header.stamp) for m in probe.joints[-5:]]
+        np.testing.assert_allclose(np.diff(stamps), 0.02, atol=1e-6)  # one message per control tick
+        clocks = [stamp_s(m.clock) for m in probe.clock]
+        assert len(clocks) >= 5 and all(b > a for a, b in zip(clocks, clocks[1:]))
+        assert probe.rewards and probe.rewards[-1].data == 0.0  # nobody touched the cube
+
+
+    def test_command_moves_joints_and_reset_restores(self, sim: subprocess.Popen, probe: Probe) -> None:
+        home = np.array(probe.joints[-1].position)
+        target = home.copy()
+        target[0] = 0.5  # left waist
+        msg = Float64MultiArray(data=target.tolist())
+        probe.command_pub.publish(Float64MultiArray(data=[0.0] * 5))  # wrong size: dropped
+        probe.command_pub.publish(msg)  # the controller holds it
+        probe.spin_until(lambda: probe.joints[-1].position[0] > 0.45, 20, "left waist to reach 0.5")
+        assert abs(probe.joints[-1].position[8] - home[8]) < 0.05  # right waist untouched
+
+        status = probe.call("/sim_robot/status")
+        assert not status.success and "episode=0 seed=3" in status.message
+        response = probe.call("/sim_robot/reset")
+        assert response.success and response.message == "episode 1 seed 4"
+        before = stamp_s(probe.clock[-1].clock)
+        probe.spin_until(lambda: stamp_s(probe.clock[-1].clock) > before + 0.1, 10, "ticks after reset")
+        # Reset restores the home pose and holds it (the old command is forgotten); time keeps going.
+        assert abs(probe.joints[-1].position[0]) < 0.05
+
+
+def test_demonstrator_publishes_commands_and_transfers(probe: Probe) -> None:
+    proc = start_node("demonstrator:=true", "real_time_factor:=5.0", "camera_rate:=5.0")
+    try:
+        probe.commands.clear()
+        probe.spin_until(lambda: len(probe.commands) >= 10 or proc.poll() is not None, 40, "demo commands")
+        assert len(probe.commands[-1].data) == 16
+        probe.spin_until(lambda: "demonstrator=done" in probe.call("/sim_robot/status").message,
+                         60, "the demonstration to finish")
+        status = probe.call("/sim_robot/status")
+        assert status.success, status.message
+    finally:
+        rc, out = stop_node(proc)
+    assert rc == 0, out
+
+
+def test_invalid_parameters_exit_nonzero() -> None:
+    proc = start_node("camera_rate:=100.0")
+    out, _ = proc.communicate(timeout=30)  # exits by itself
+    rc = proc.returncode
+    assert rc == 1 and "camera_rate" in out and "Traceback" not in out
