@@ -1,0 +1,306 @@
+"""Policy node: runs a trained lapo checkpoint on the robot at a fixed control rate.
+
+    python -m lapo_ros.policy --ros-args -p checkpoint:=model_final_lapo.pth --params-file config/policy.yaml
+    ros2 service call /policy/enable std_srvs/srv/SetBool "{data: true}"
+
+Observations come from the same subscriptions and sampler as the recorder
+(`lapo_ros.observation_inputs`): each tick takes the newest message of every stream, skips the
+tick when one is missing or older than `max_age`, runs `Policy.select_action`, passes the action
+through `lapo_ros.safety.SafetyFilter` (joint limits, per-tick change, non-finite rejection) and
+publishes it on `action.topic` as `action.type` (the same parameters the recorder reads the
+commanded actions from). It starts disabled unless `autostart`; `~/enable` switches it.
+Diagnostics (latency percentiles, rate, skip/clamp counts) go to `~/diagnostics` and the log.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from std_srvs.srv import SetBool
+
+from lapo_learning.checkpoint import CheckpointError
+from lapo_learning.policy import Policy, load_policy
+from lapo_learning.schema import ObservationSchema, SchemaMismatch
+from lapo_ros.joint_msgs import array_to_command, command_msg_class
+from lapo_ros.observation_inputs import (InputError, InputParams, ObservationInputs, ParameterError,
+                                         declare_input_parameters)
+from lapo_ros.policy_diagnostics import LoopStatistics
+from lapo_ros.safety import SafetyConfig, SafetyFilter, limits_from_training
+
+NODE_NAME = "policy"
+STALE_WARN_PERIOD_S = 2.0  # throttle of the "input stale" warning
+
+
+def _declare(node: Node, name: str, default: Any, description: str) -> Any:
+    return node.declare_parameter(name, default, ParameterDescriptor(description=description)).value
+
+
+def _double_array(node: Node, name: str, description: str) -> tuple[float, ...]:
+    """An optional float list parameter (() when unset: ROS cannot infer the type of an empty default)."""
+    node.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY, ParameterDescriptor(description=description))
+    try:
+        return tuple(node.get_parameter(name).value or ())
+    except ParameterUninitializedException:
+        return ()
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    """The policy node's own parameters (the inputs' are `observation_inputs.InputParams`)."""
+
+    checkpoint: str
+    device: str
+    torch_threads: int
+    control_rate: float  # 0 = the checkpoint's recording rate
+    default_control_rate: float
+    autostart: bool
+    max_delta_per_tick: float
+    joint_lower_limits: tuple[float, ...]  # () = from the training actions
+    joint_upper_limits: tuple[float, ...]
+    limit_margin: float
+    trajectory_time_from_start: float  # 0 = one control period
+    diagnostics_period: float
+    diagnostics_log_every: int
+
+    def validate(self) -> None:
+        if not self.checkpoint:
+            raise ParameterError("parameter 'checkpoint' is not set: give the .pth file written by lapo_learning.train")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ParameterError(f"parameter 'device' is {self.device!r} but CUDA is not available here; use cpu")
+        for name in ("torch_threads", "control_rate", "limit_margin", "trajectory_time_from_start"):
+            if not getattr(self, name) >= 0:
+                raise ParameterError(f"parameter '{name}' must be >= 0, got {getattr(self, name)}")
+        for name in ("default_control_rate", "max_delta_per_tick", "diagnostics_period", "diagnostics_log_every"):
+            if not getattr(self, name) > 0:
+                raise ParameterError(f"parameter '{name}' must be > 0, got {getattr(self, name)}")
+
+
+def declare_policy_parameters(node: Node) -> PolicyParams:
+    """Declare the policy parameters on `node`, read and validate them (ParameterError on bad ones)."""
+    params = PolicyParams(
+        checkpoint=_declare(node, "checkpoint", "", "checkpoint (.pth) written by lapo_learning.train"),
+        device=_declare(node, "device", "cpu", "torch device for inference: cpu, cuda or cuda:N"),
+        torch_threads=_declare(node, "torch_threads", 0, "CPU threads for inference; 0 = torch's default"),
+        control_rate=_declare(node, "control_rate", 0.0,
+                              "command rate (Hz); 0 = the recording rate stored in the checkpoint"),
+        default_control_rate=_declare(node, "default_control_rate", 30.0,
+                                      "command rate (Hz) when control_rate is 0 and the checkpoint has none"),
+        autostart=_declare(node, "autostart", False, "publish commands from the start (else wait for ~/enable)"),
+        max_delta_per_tick=_declare(node, "max_delta_per_tick", 0.05,
+                                    "largest change of any joint command per tick (command units, e.g. rad); "
+                                    "the first tick after enabling is measured from the joint state"),
+        joint_lower_limits=_double_array(node, "joint_lower_limits",
+                                         "per-action lower limits; unset = training action minimum - margin"),
+        joint_upper_limits=_double_array(node, "joint_upper_limits",
+                                         "per-action upper limits; unset = training action maximum + margin"),
+        limit_margin=_declare(node, "limit_margin", 0.05,
+                              "default limits widen the training action range by this fraction of it"),
+        trajectory_time_from_start=_declare(node, "trajectory_time_from_start", 0.0,
+                                            "joint_trajectory only: time_from_start of the point (s); "
+                                            "0 = one control period"),
+        diagnostics_period=_declare(node, "diagnostics_period", 1.0, "seconds between ~/diagnostics messages"),
+        diagnostics_log_every=_declare(node, "diagnostics_log_every", 10,
+                                       "log the diagnostics every N diagnostics messages"),
+    )
+    params.validate()
+    return params
+
+
+class PolicyNode(Node):
+    """Thin ROS adapter: parameters, subscriptions (ObservationInputs), timer, publisher, service.
+
+    Construction raises ValueError subclasses with a message naming the problem (ParameterError,
+    CheckpointError, SchemaMismatch): `main` turns them into a refusal to start.
+    """
+
+    def __init__(self, parameter_overrides: Sequence[Parameter] | None = None, namespace: str = "") -> None:
+        super().__init__(NODE_NAME, namespace=namespace, parameter_overrides=list(parameter_overrides or []))
+        self.inputs_params: InputParams = declare_input_parameters(self)
+        self.params = p = declare_policy_parameters(self)
+        if p.torch_threads:
+            torch.set_num_threads(p.torch_threads)
+
+        self.policy: Policy = load_policy(p.checkpoint, p.device)
+        inputs = self.inputs_params
+        configured = ObservationSchema(
+            image_size=self.policy.schema.image_size, joint_names=inputs.joint_names,
+            action_names=inputs.action_names, cameras=tuple(c.name for c in inputs.cameras))
+        # Raises SchemaMismatch naming e.g. the joint count or the differing names.
+        self.policy.schema.require_compatible(configured, f"checkpoint {p.checkpoint} vs the node's configuration")
+        self.action_names = inputs.action_names
+        missing = [n for n in self.action_names if n not in inputs.joint_names]
+        if missing:
+            raise ParameterError(f"action joints {missing} are not in parameter 'joint_names': the first command "
+                                 "after enabling is rate limited from their measured position, so they must be measured")
+        self.measured_index = np.array([inputs.joint_names.index(n) for n in self.action_names])
+
+        try:
+            self.safety = SafetyFilter(SafetyConfig(*self._limits(), p.max_delta_per_tick))
+        except ValueError as exc:
+            raise ParameterError(f"parameters 'joint_lower_limits'/'joint_upper_limits': {exc}") from exc
+        self.rate_hz = p.control_rate or self.policy.schema.rate_hz or p.default_control_rate
+        self.period = 1.0 / self.rate_hz
+        self.time_from_start = p.trajectory_time_from_start or self.period
+        self.stats = LoopStatistics(self.rate_hz)
+        self.enabled = False
+        self.stopped = False
+
+        self.inputs = ObservationInputs(self, inputs, with_actions=False, with_reward=False)
+        self.publisher = self.create_publisher(command_msg_class(inputs.action_type), inputs.action_topic, 10)
+        self.diag_publisher = self.create_publisher(DiagnosticArray, "~/diagnostics", 10)
+        self.create_service(SetBool, "~/enable", self._on_enable)
+        self.timer = self.create_timer(self.period, self._tick)
+        self._diag_count = 0
+        self._stale_at_last_diag = 0
+        self.create_timer(p.diagnostics_period, self._publish_diagnostics)
+        self.get_logger().info(
+            f"loaded {p.checkpoint} (step {self.policy.step}, {self.policy.schema.action_dim} actions, "
+            f"device {p.device}); commands {inputs.action_type} on {inputs.action_topic} at {self.rate_hz:g} Hz; "
+            f"limits [{self.safety.config.lower.min():.3g}, {self.safety.config.upper.max():.3g}], "
+            f"max_delta_per_tick {p.max_delta_per_tick:g}")
+        self._set_enabled(p.autostart)
+
+    def _limits(self) -> tuple[np.ndarray, np.ndarray]:
+        n, lower, upper = len(self.action_names), self.params.joint_lower_limits, self.params.joint_upper_limits
+        if not lower and not upper:
+            stats = self.policy.stats
+            return limits_from_training(stats.action_min, stats.action_max, self.params.limit_margin)
+        for name, values in (("joint_lower_limits", lower), ("joint_upper_limits", upper)):
+            if len(values) != n:
+                raise ParameterError(f"parameter '{name}' has {len(values)} entries, expected {n} "
+                                     f"(one per action: {list(self.action_names)})")
+        return np.asarray(lower), np.asarray(upper)
+
+    # Enable/disable -------------------------------------------------------------------------------
+    def _set_enabled(self, enabled: bool) -> None:
+        if enabled and not self.enabled:
+            # Re-enabling starts again from the measured position, with fresh period statistics.
+            self.safety.reset()
+            self.stats.start(self._now_s())
+        self.enabled = enabled
+        self.get_logger().info("enabled: publishing commands" if enabled else "disabled: not publishing")
+
+    def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        if self.stopped:
+            response.success, response.message = False, "shutting down: cannot be enabled"
+            return response
+        self._set_enabled(bool(request.data))
+        response.success = True
+        response.message = "enabled" if self.enabled else "disabled"
+        return response
+
+    def shutdown(self) -> None:
+        """Stop for good: nothing is published after this, whatever ~/enable is asked."""
+        self.stopped = True
+        self.enabled = False
+        self.destroy_timer(self.timer)
+
+    # Control loop ---------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        if not self.enabled:
+            return
+        now = self.get_clock().now()
+        sample = self.inputs.sample(now)  # raises InputError (fatal) on unusable messages
+        if sample is None:
+            self.stats.count("stale_skips")
+            self.safety.reset()  # the robot may have moved meanwhile: resume from the measurement
+            stale = self.inputs.sampler.stale_streams(now.nanoseconds * 1e-9)
+            self.get_logger().warning(
+                f"not publishing: no recent input on {', '.join(self.inputs.topics[s] for s in stale)} "
+                f"(max_age {self.inputs_params.max_age:g} s)", throttle_duration_sec=STALE_WARN_PERIOD_S)
+            return
+        images = [sample.images[cam] for cam in self.policy.schema.cameras]
+        start = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                action = self.policy.select_action(*images, sample.joint)
+        except ValueError as exc:  # e.g. a NaN in the measured joints: skip this tick
+            self.stats.count("errors")
+            self.get_logger().error(f"inference failed, not publishing: {exc}", throttle_duration_sec=STALE_WARN_PERIOD_S)
+            return
+        self.stats.add_latency(time.perf_counter() - start)
+        result = self.safety.apply(action, sample.joint[self.measured_index])
+        if result.rejected_nonfinite:
+            self.stats.count("nonfinite_rejections")
+            self.get_logger().warning("policy output is not finite: not publishing this tick",
+                                      throttle_duration_sec=STALE_WARN_PERIOD_S)
+            return
+        if result.n_clamped:
+            self.stats.count("clamped")
+        if result.n_rate_limited:
+            self.stats.count("rate_limited")
+        stamp = None if self.inputs_params.action_type == "joint_trajectory" else now.to_msg()  # 0 = start now
+        self.publisher.publish(array_to_command(result.command, self.action_names, self.inputs_params.action_type,
+                                                stamp=stamp, time_from_start=self.time_from_start))
+        self.stats.add_publish(self._now_s())  # after publishing: the jitter includes inference
+
+    # Diagnostics ----------------------------------------------------------------------------------
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _publish_diagnostics(self) -> None:
+        summary = self.stats.summary(self._now_s())
+        status = DiagnosticStatus(name=f"{self.get_name()}: control loop", hardware_id=self.get_fully_qualified_name())
+        if not self.enabled:
+            status.level, status.message = DiagnosticStatus.OK, "disabled"
+        elif summary.latency_p99_ms > 1e3 * self.period:
+            status.level, status.message = DiagnosticStatus.WARN, "inference p99 exceeds the control period"
+        elif summary.counts["stale_skips"] > self._stale_at_last_diag:
+            status.level, status.message = DiagnosticStatus.WARN, "ticks skipped: stale or missing input"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "running"
+        values = {
+            "enabled": str(self.enabled),
+            "nominal_rate_hz": f"{self.rate_hz:g}",
+            "achieved_rate_hz": f"{summary.achieved_rate_hz:.2f}",
+            "inference_latency_p50_ms": f"{summary.latency_p50_ms:.2f}",
+            "inference_latency_p99_ms": f"{summary.latency_p99_ms:.2f}",
+            "period_jitter_p99_ms": f"{summary.period_jitter_p99_ms:.2f}",
+            **{k: str(v) for k, v in summary.counts.items()},
+            **{f"skipped_{stream}": str(self.inputs.skipped[stream]) for stream in self.inputs.topics},
+        }
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diag_publisher.publish(msg)
+        self._diag_count += 1
+        self._stale_at_last_diag = summary.counts["stale_skips"]
+        if self._diag_count % self.params.diagnostics_log_every == 0:
+            self.get_logger().info(f"{'enabled' if self.enabled else 'disabled'}: {self.stats.log_line(self._now_s())}")
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node: PolicyNode | None = None
+    code = 0
+    try:
+        node = PolicyNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ParameterError, CheckpointError, SchemaMismatch, InputError) as exc:
+        # Each says what is wrong: a bad parameter, a bad checkpoint, a checkpoint that does not fit
+        # the configuration, or (at run time) a topic whose messages do not fit it.
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"refusing to run: {exc}")
+        code = 1
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

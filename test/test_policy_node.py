@@ -1,0 +1,429 @@
+"""The policy node with real rclpy/DDS and a checkpoint trained by the CLI in this session.
+
+- a node process started like a user does (`python -m lapo_ros.policy --params-file ...`) fed by
+  a publisher node here: commands at the checkpoint's rate, each equal to `select_action` on the
+  published inputs (limits wide: safety is a no-op), no commands on stale input or when disabled;
+- an in-process node whose `select_action` is replaced by an adversary (huge/NaN outputs): limits,
+  per-tick change and non-finite rejection hold; disabled and shut down publish nothing;
+- refusals (exit code 1, message in the log): joint names/count that differ from the checkpoint,
+  a corrupt checkpoint, and JointState messages lacking a configured joint.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import h5py
+import numpy as np
+import pytest
+import rclpy
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool
+from trajectory_msgs.msg import JointTrajectory
+
+from lapo_learning import dataset_format as fmt
+from lapo_learning.policy import load_policy
+from lapo_learning.schema import CAMERAS, ObservationSchema
+from lapo_ros.image_msgs import rgb_to_image_msg
+from lapo_ros.observation_inputs import InputError
+from lapo_ros.policy import PolicyNode
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config" / "policy.yaml"
+JOINTS = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]["joint_names"]
+DATA_RATE_HZ = 20.0  # written into the dataset's schema: the node's default control rate
+IMAGE_HW = (48, 64)  # published image size = the node's input size, so inputs reach the model as sent
+INPUT_RATE_HZ = 30.0
+WIDE = 1000.0  # limits and max delta that make safety a no-op
+# Policy tests use DDS domain 51 (51-59 are the policy's), so concurrent suites do not cross-talk.
+# Set per process here rather than in os.environ, which every test module of a session shares.
+DOMAIN_ID = 51
+ENV = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID)}
+
+
+def _run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny checkpoint trained by the CLIs on the sample dataset renamed to the robot's joints."""
+    root = tmp_path_factory.mktemp("policy_ckpt")
+    data = root / "sample.hdf5"
+    made = _run([sys.executable, "-m", "lapo_learning.create_dataset", "--create_sample", "--output", str(data),
+                 "--n_samples", "400", "--image_size", "40", "40"])
+    assert made.returncode == 0, made.stderr
+    # As if recorded on the robot: named joints and a recording rate.
+    with h5py.File(data, "r+") as f:
+        schema = fmt.read_schema(f)
+        f.attrs[fmt.SCHEMA_ATTR] = ObservationSchema(
+            schema.image_size, JOINTS, JOINTS, schema.cameras, DATA_RATE_HZ).to_json()
+    trained = _run([sys.executable, "-m", "lapo_learning.train", "--hdf5_path", str(data), "--ExpID", "p",
+                    "--results_dir", str(root / "results"), "--max_timesteps", "10", "--batch_size", "8",
+                    "--eval_freq", "1000", "--save_freq", "1000", "--image_size", "40", "40",
+                    "--device", "cpu", "--log_level", "WARNING"])
+    assert trained.returncode == 0, trained.stderr
+    return root / "results" / "Expp" / "multimodal_robot" / "model_final_lapo.pth"
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init(domain_id=DOMAIN_ID)
+    yield
+    rclpy.shutdown()
+
+
+def topic_params(prefix: str) -> dict[str, Any]:
+    """Input/output topics under `prefix`, so the tests' graphs stay apart."""
+    params: dict[str, Any] = {f"cameras.{cam}.topic": f"{prefix}/{cam}" for cam in CAMERAS}
+    params.update({"joint_states_topic": f"{prefix}/joint_states", "action.topic": f"{prefix}/commands"})
+    return params
+
+
+def nested(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        d = out
+        for p in parents:
+            d = d.setdefault(p, {})
+        d[leaf] = value
+    return out
+
+
+class Inputs:
+    """One set of observation values: three images and the joint vector (in JOINTS order)."""
+
+    def __init__(self, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.images = {cam: rng.integers(0, 256, (*IMAGE_HW, 3), dtype=np.uint8) for cam in CAMERAS}
+        self.joint = rng.uniform(-0.5, 0.5, len(JOINTS)).astype(np.float32)
+
+
+class Rig(Node):
+    """Publishes observations at INPUT_RATE_HZ (JointState names shuffled) and records commands."""
+
+    def __init__(self, prefix: str, inputs: Inputs, node_ns: str, command_class: type = Float64MultiArray) -> None:
+        super().__init__("policy_test_rig")
+        self.inputs = inputs
+        self.send_joints = True
+        self.lock = threading.Lock()
+        self.commands: list[tuple[float, np.ndarray]] = []
+        self.images = {cam: self.create_publisher(Image, f"{prefix}/{cam}", 5) for cam in CAMERAS}
+        self.joints = self.create_publisher(JointState, f"{prefix}/joint_states", 5)
+        self.order = np.random.default_rng(1).permutation(len(JOINTS))
+        self.raw_commands: list[Any] = []
+        self.create_subscription(command_class, f"{prefix}/commands", self._on_command, 100)
+        self.enable_client = self.create_client(SetBool, f"{node_ns}/policy/enable")
+        self.diagnostics: list[dict[str, str]] = []
+        self.create_subscription(DiagnosticArray, f"{node_ns}/policy/diagnostics", self._on_diagnostics, 10)
+        self.create_timer(1.0 / INPUT_RATE_HZ, self.publish_inputs)
+
+    def publish_inputs(self) -> None:
+        stamp = self.get_clock().now().to_msg()
+        inputs = self.inputs
+        for cam in CAMERAS:
+            self.images[cam].publish(rgb_to_image_msg(inputs.images[cam], stamp=stamp))
+        if self.send_joints:
+            msg = JointState(name=[JOINTS[i] for i in self.order],
+                             position=[float(inputs.joint[i]) for i in self.order])
+            msg.header.stamp = stamp
+            self.joints.publish(msg)
+
+    def _on_command(self, msg: Any) -> None:
+        values = msg.data if isinstance(msg, Float64MultiArray) else msg.points[0].positions
+        with self.lock:
+            self.raw_commands.append(msg)
+            self.commands.append((time.monotonic(), np.asarray(values, dtype=np.float64)))
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        with self.lock:
+            self.diagnostics.append({kv.key: kv.value for kv in msg.status[0].values})
+
+    def latest_diagnostics(self) -> dict[str, str]:
+        with self.lock:
+            return self.diagnostics[-1] if self.diagnostics else {}
+
+    def received(self, since: float = 0.0) -> list[np.ndarray]:
+        with self.lock:
+            return [c for t, c in self.commands if t >= since]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, spin: Callable[[float], None]) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        spin(0.05)
+    return condition()
+
+
+# --- node process, as a user runs it ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def node_process(ros, checkpoint, tmp_path_factory):
+    """`python -m lapo_ros.policy` with config/policy.yaml + overrides; a rig spun in a thread."""
+    prefix = "/proc"
+    overrides = tmp_path_factory.mktemp("policy_params") / "overrides.yaml"
+    params = {**topic_params(prefix), "checkpoint": str(checkpoint), "autostart": True, "torch_threads": 1,
+              "image_height": IMAGE_HW[0], "image_width": IMAGE_HW[1], "max_age": 0.3,
+              "max_delta_per_tick": WIDE, "joint_lower_limits": [-WIDE] * len(JOINTS),
+              "joint_upper_limits": [WIDE] * len(JOINTS)}
+    overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": nested(params)}}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lapo_ros.policy", "--ros-args", "--params-file", str(CONFIG),
+         "--params-file", str(overrides)],
+        cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rig = Rig(prefix, Inputs(seed=10), node_ns="")  # the only node named /policy: in-process ones get a namespace
+    executor = SingleThreadedExecutor()
+    executor.add_node(rig)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        # A fresh process loads torch and the checkpoint first.
+        started = wait_for(lambda: len(rig.received()) > 0 or proc.poll() is not None, 60, time.sleep)
+        assert started and proc.poll() is None, _stop(proc)
+        yield rig, proc
+    finally:
+        executor.shutdown()
+        rig.destroy_node()
+        log = _stop(proc)
+    assert proc.returncode == 0, log  # SIGINT is a clean exit
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.send_signal(2)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.stdout.read() if proc.stdout else ""
+
+
+def test_commands_equal_select_action_at_the_checkpoint_rate(node_process, checkpoint):
+    rig, proc = node_process
+    policy = load_policy(checkpoint)
+    a, b = rig.inputs, Inputs(seed=20)
+    # During the switch from A to B the node may sample some streams from each: every mix is a
+    # legitimate input, so each command must equal select_action on one of the 16 combinations.
+    expected = {}
+    for combo in itertools.product((a, b), repeat=4):
+        images = [combo[i].images[cam] for i, cam in enumerate(CAMERAS)]
+        expected[tuple(id(c) for c in combo)] = policy.select_action(*images, combo[3].joint)
+    all_a, all_b = expected[(id(a),) * 4], expected[(id(b),) * 4]
+    assert np.abs(all_a - all_b).max() > 1e-3  # the inputs matter, so the check below can fail
+
+    start = time.monotonic()
+    time.sleep(3.0)
+    phase_a = rig.received(since=start)
+    rig.inputs = b
+    switch = time.monotonic()
+    time.sleep(2.0)
+    commands = rig.received(since=start)
+    assert proc.poll() is None
+
+    window = 3.0
+    assert abs(len(phase_a) - DATA_RATE_HZ * window) <= 0.2 * DATA_RATE_HZ * window, \
+        f"{len(phase_a)} commands in {window} s, expected ~{DATA_RATE_HZ * window:.0f} (rate from the checkpoint)"
+
+    def label(cmd: np.ndarray) -> str:
+        for key, exp in expected.items():
+            if np.allclose(cmd, exp, rtol=1e-5, atol=1e-5):
+                return "A" if exp is all_a else "B" if exp is all_b else "mix"
+        raise AssertionError(f"command {cmd} equals select_action on none of the published inputs")
+
+    labels = [label(c) for c in commands]
+    assert set(labels[:len(phase_a)]) == {"A"}
+    assert labels.count("B") >= DATA_RATE_HZ  # about a second of B after the switch
+    first_b = labels.index("B")
+    assert "A" not in labels[first_b:], "an old input was used after the new one had arrived"
+    assert labels.count("mix") <= 2
+    assert len(rig.received(since=switch + 0.5)) > 0
+
+
+def test_stale_input_stops_commands_until_it_resumes(node_process):
+    rig, _ = node_process
+    assert wait_for(lambda: "stale_skips" in rig.latest_diagnostics(), 5, time.sleep)
+    before = rig.latest_diagnostics()  # startup (before the first messages) counts skips too
+    rig.send_joints = False
+    stopped = time.monotonic()
+    time.sleep(2.5)
+    # max_age is 0.3 s: after that (plus delivery), nothing more goes out.
+    assert rig.received(since=stopped + 1.0) == []
+    rig.send_joints = True
+    resumed = time.monotonic()
+    assert wait_for(lambda: len(rig.received(since=resumed)) >= 5, 5, time.sleep)
+
+    # The skipped ticks are reported, with the stream that caused them.
+    def increase(key: str) -> int:
+        return int(rig.latest_diagnostics()[key]) - int(before[key])
+
+    assert wait_for(lambda: increase("stale_skips") >= 10, 5, time.sleep)
+    assert increase("skipped_joint") >= 10 and increase("skipped_left_image") <= 2, rig.latest_diagnostics()
+    diag = rig.latest_diagnostics()
+    assert int(diag["published"]) > 0 and 0 < float(diag["achieved_rate_hz"]) <= DATA_RATE_HZ * 1.2, diag
+
+
+def test_disable_service_stops_and_enable_resumes(node_process):
+    rig, _ = node_process
+    assert rig.enable_client.wait_for_service(timeout_sec=5)
+
+    def call(data: bool) -> SetBool.Response:
+        future = rig.enable_client.call_async(SetBool.Request(data=data))
+        assert wait_for(future.done, 5, time.sleep)
+        return future.result()
+
+    assert call(False).message == "disabled"
+    disabled = time.monotonic()
+    time.sleep(1.5)
+    assert rig.received(since=disabled + 0.2) == []
+    assert call(True).message == "enabled"
+    enabled = time.monotonic()
+    assert wait_for(lambda: len(rig.received(since=enabled)) >= 5, 5, time.sleep)
+
+
+# --- in-process node with an adversarial policy -------------------------------------------------
+
+def make_node(checkpoint: Path, prefix: str, **extra: Any) -> PolicyNode:
+    params = {**topic_params(prefix), "checkpoint": str(checkpoint), "joint_names": JOINTS,
+              "image_height": IMAGE_HW[0], "image_width": IMAGE_HW[1], "max_age": 0.5, **extra}
+    return PolicyNode([Parameter(k, value=v) for k, v in params.items()], namespace=prefix)
+
+
+def test_adversarial_outputs_are_limited_and_nothing_goes_out_when_disabled(ros, checkpoint, monkeypatch):
+    node = make_node(checkpoint, "/adv", max_delta_per_tick=0.02, autostart=False)
+    rig = Rig("/adv", Inputs(seed=30), node_ns="/adv")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(rig)
+    spin = lambda t: executor.spin_once(timeout_sec=t)  # noqa: E731
+    outputs = itertools.cycle([1e6, -1e6, np.nan, 0.0, np.inf, -np.inf, 3.0, -3.0])
+    calls = {"finite": 0, "all": 0}
+
+    def adversary(*_: Any) -> np.ndarray:
+        value = next(outputs)
+        calls["all"] += 1
+        calls["finite"] += bool(np.isfinite(value))
+        return np.full(len(JOINTS), value, dtype=np.float32)
+
+    monkeypatch.setattr(node.policy, "select_action", adversary)
+    try:
+        # Disabled (no autostart): inputs flow, nothing is computed or published.
+        wait_for(lambda: False, 1.0, spin)
+        assert rig.received() == [] and calls["all"] == 0
+
+        future = rig.enable_client.call_async(SetBool.Request(data=True))
+        assert wait_for(future.done, 5, spin) and future.result().success
+        assert wait_for(lambda: len(rig.received()) >= 30, 20, spin)
+
+        future = rig.enable_client.call_async(SetBool.Request(data=False))
+        assert wait_for(future.done, 5, spin)
+        wait_for(lambda: False, 0.3, spin)  # deliver what was published before the disable
+        n_disabled, calls_disabled = len(rig.received()), dict(calls)
+        wait_for(lambda: False, 1.0, spin)
+        assert len(rig.received()) == n_disabled and calls == calls_disabled
+
+        # Every finite output was published after safety, every non-finite one dropped and counted.
+        commands = rig.received()
+        assert len(commands) == calls["finite"]
+        assert node.stats.counts["nonfinite_rejections"] == calls["all"] - calls["finite"] > 0
+        stats = node.policy.stats
+        margin = 0.05 * (stats.action_max - stats.action_min)  # config default limit_margin
+        lower, upper = stats.action_min - margin, stats.action_max + margin
+        previous = rig.inputs.joint.astype(np.float64)  # first tick: from the measured position
+        for cmd in commands:
+            assert np.all(cmd >= lower - 1e-6) and np.all(cmd <= upper + 1e-6)
+            assert np.abs(cmd - previous).max() <= 0.02 + 1e-9
+            previous = cmd
+        assert node.stats.counts["clamped"] > 0 and node.stats.counts["rate_limited"] > 0
+
+        # Shut down: nothing further, even with inputs flowing and the service enabling it.
+        node.shutdown()
+        future = rig.enable_client.call_async(SetBool.Request(data=True))
+        assert wait_for(future.done, 5, spin) and not future.result().success
+        n_final = len(rig.received())
+        wait_for(lambda: False, 1.0, spin)
+        assert len(rig.received()) == n_final
+    finally:
+        executor.shutdown()
+        rig.destroy_node()
+        node.destroy_node()
+
+
+def test_joint_trajectory_commands_carry_names_and_one_period(ros, checkpoint):
+    node = make_node(checkpoint, "/jtc", autostart=True, **{"action.type": "joint_trajectory"},
+                     max_delta_per_tick=WIDE, joint_lower_limits=[-WIDE] * len(JOINTS),
+                     joint_upper_limits=[WIDE] * len(JOINTS))
+    rig = Rig("/jtc", Inputs(seed=50), node_ns="/jtc", command_class=JointTrajectory)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(rig)
+    try:
+        assert wait_for(lambda: len(rig.received()) >= 3, 20, lambda t: executor.spin_once(timeout_sec=t))
+    finally:
+        executor.shutdown()
+        rig.destroy_node()
+        node.destroy_node()
+    expected = load_policy(checkpoint).select_action(*(rig.inputs.images[c] for c in CAMERAS), rig.inputs.joint)
+    for msg, cmd in zip(rig.raw_commands, rig.received()):
+        assert list(msg.joint_names) == JOINTS and len(msg.points) == 1
+        duration = msg.points[0].time_from_start
+        assert duration.sec + duration.nanosec * 1e-9 == pytest.approx(1.0 / DATA_RATE_HZ)
+        np.testing.assert_allclose(cmd, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_joint_states_lacking_a_configured_joint_stop_the_node(ros, checkpoint):
+    node = make_node(checkpoint, "/lack", autostart=True)
+    rig = Rig("/lack", Inputs(seed=40), node_ns="/lack")
+    rig.order = rig.order[1:]  # one joint never published
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(rig)
+    try:
+        with pytest.raises(InputError, match=r"topic /lack/joint_states: JointState lacks configured joints"):
+            wait_for(lambda: False, 10, lambda t: executor.spin_once(timeout_sec=t))
+        assert rig.received() == []
+    finally:
+        executor.shutdown()
+        rig.destroy_node()
+        node.destroy_node()
+
+
+# --- refusals -----------------------------------------------------------------------------------
+
+def refusal(checkpoint: Path, *params: str) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "lapo_ros.policy", "--ros-args", "--params-file", str(CONFIG),
+                 "-p", f"checkpoint:={checkpoint}", *itertools.chain.from_iterable(("-p", p) for p in params)],
+                timeout=120)
+
+
+@pytest.mark.parametrize("names, message", [
+    (JOINTS[:14], "joint_names: 16 entries != 14 entries"),
+    ([JOINTS[1], JOINTS[0], *JOINTS[2:]], "joint_names differ at 0: 'left_waist' != 'left_shoulder', "
+                                          "1: 'left_shoulder' != 'left_waist'"),
+])
+def test_schema_mismatch_is_refused(checkpoint, names, message):
+    result = refusal(checkpoint, f"joint_names:=[{','.join(names)}]")
+    assert result.returncode == 1
+    assert "refusing to run" in result.stderr and message in result.stderr, result.stderr
+
+
+def test_corrupt_checkpoint_is_refused(checkpoint, tmp_path):
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])  # truncated copy
+    result = refusal(corrupt)
+    assert result.returncode == 1
+    assert f"refusing to run: {corrupt}: not a readable lapo checkpoint" in result.stderr, result.stderr
