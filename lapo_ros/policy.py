@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_srvs.srv import SetBool
@@ -33,6 +31,7 @@ from lapo_learning.checkpoint import CheckpointError
 from lapo_learning.policy import Policy, load_policy
 from lapo_learning.schema import ObservationSchema, SchemaMismatch
 from lapo_ros.joint_msgs import array_to_command, command_msg_class
+from lapo_ros.node_runner import run_node
 from lapo_ros.observation_inputs import (InputError, InputParams, ObservationInputs, ParameterError,
                                          declare_input_parameters)
 from lapo_ros.policy_diagnostics import LoopStatistics
@@ -281,25 +280,10 @@ class PolicyNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node: PolicyNode | None = None
-    code = 0
-    try:
-        node = PolicyNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ParameterError, CheckpointError, SchemaMismatch, InputError) as exc:
-        # Each says what is wrong: a bad parameter, a bad checkpoint, a checkpoint that does not fit
-        # the configuration, or (at run time) a topic whose messages do not fit it.
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"refusing to run: {exc}")
-        code = 1
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    # Each fatal error says what is wrong: a bad parameter, a bad checkpoint, a checkpoint that does
+    # not fit the configuration, or (at run time) a topic whose messages do not fit it.
+    return run_node(PolicyNode, NODE_NAME, (ParameterError, CheckpointError, SchemaMismatch, InputError),
+                    args, cleanup=PolicyNode.shutdown, fatal_prefix="refusing to run: ")
 
 
 if __name__ == "__main__":

@@ -25,11 +25,11 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_srvs.srv import SetBool, Trigger
 
 from lapo_learning.episode_writer import COMPRESSIONS, BackgroundWriter, EpisodeConfig
+from lapo_ros.node_runner import run_node
 from lapo_ros.observation_inputs import (InputError, ObservationInputs, ParameterError,
                                          declare_input_parameters)
 from lapo_ros.stream_sampler import Sample
@@ -287,25 +287,9 @@ class Recorder(Node):
             self.log.error("the episode writer did not finish within 30 s")
 
 
-def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)  # installs SIGINT/SIGTERM handlers that shut the context down
-    node: Recorder | None = None
-    code = 0
-    try:
-        node = Recorder()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ParameterError, InputError) as exc:
-        rclpy.logging.get_logger("recorder").fatal(str(exc))
-        code = 1
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    sys.exit(code)
+def main(args: list[str] | None = None) -> int:
+    return run_node(Recorder, "recorder", (ParameterError, InputError), args, cleanup=Recorder.close)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -22,14 +22,13 @@ episode, seed, stage reward (0..4) and demonstration state in the message.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, fields
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -39,6 +38,7 @@ from std_msgs.msg import Float32, Float64MultiArray
 from std_srvs.srv import Trigger
 
 from lapo_ros.image_msgs import rgb_to_image_msg
+from lapo_ros.node_runner import run_node
 from lapo_ros.scripted_demonstrator import DemonstratorConfig, ScriptedDemonstrator
 from lapo_ros.sim_world import NUM_JOINTS, SimWorld, SimWorldConfig
 
@@ -243,27 +243,10 @@ class SimRobotNode(Node):
         super().destroy_node()
 
 
-def _make_node() -> SimRobotNode:
-    try:
-        return SimRobotNode()
-    except ValueError as exc:  # parameter validation: say which, exit non-zero without a traceback
-        rclpy.logging.get_logger("sim_robot").fatal(f"invalid parameters: {exc}")
-        raise SystemExit(1) from exc
-
-
-def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node: SimRobotNode | None = None
-    try:
-        node = _make_node()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+def main(args: list[str] | None = None) -> int:
+    # ValueError: parameter validation, named in the message.
+    return run_node(SimRobotNode, "sim_robot", (ValueError,), args, fatal_prefix="invalid parameters: ")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
