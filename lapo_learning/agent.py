@@ -81,10 +81,14 @@ class Agent:
         return [random_shift(img, self.config.augment_pad, self.aug_generator) for img in images]
 
     def encode_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features of s and s' in one encoder pass (half the kernel launches of two passes)."""
-        images = self.augment([torch.cat([a, b]) for a, b in zip(batch.images, batch.next_images)])
-        feats = self.encoder(images, torch.cat([batch.joint, batch.next_joint]))
-        return feats[: len(batch)], feats[len(batch):]
+        """Features of s (with autograd) and s' (without: only ever used detached, in targets).
+
+        Skipping autograd for s' removes half of the encoder's backward work.
+        """
+        feat = self.encoder(self.augment(batch.images), batch.joint)
+        with torch.no_grad():
+            next_feat = self.encoder(self.augment(batch.next_images), batch.next_joint)
+        return feat, next_feat
 
     # Subclass interface -------------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
