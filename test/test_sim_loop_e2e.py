@@ -1,0 +1,142 @@
+"""The whole sim loop (lapo_ros.sim_loop) in a reduced configuration, with real nodes, DDS and HDF5.
+
+Record 2 short demonstrations -> train 30 steps -> 1 short evaluation episode, then check that
+the pieces connected: valid episode files, a final checkpoint, a policy that moved the simulated
+arms, and no child process left behind. Plus the loop's error paths and its pure helpers.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lapo_learning import load_policy
+from lapo_learning.dataset_format import validate_file
+from lapo_ros.episode_stats import EpisodeResult, EpisodeTracker, parse_sim_status, summarize_returns
+
+ROOT = Path(__file__).resolve().parents[1]
+DOMAIN_LOOP, DOMAIN_BAD_CHECKPOINT = 71, 72
+
+
+def run_loop(out: Path, domain_id: int, *flags: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "lapo_ros.sim_loop", "--out", str(out), "--domain_id", str(domain_id), *flags]
+    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "osmesa"))
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def nodes_in_domain(domain_id: int) -> list[str]:
+    """Live `lapo_ros.*` processes whose environment has this ROS_DOMAIN_ID (what the loop gives its children)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if "lapo_ros." in cmdline and f"ROS_DOMAIN_ID={domain_id}".encode() in environ:
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def loop_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("sim_loop")
+    result = run_loop(out, DOMAIN_LOOP, "--episodes", "2", "--max_episode_steps", "30", "--steps", "30",
+                      "--image_size", "48", "48", "--render_size", "48", "64",
+                      "--eval_episodes", "1", "--eval_time", "2.0")
+    return out, result
+
+
+@pytest.mark.slow
+def test_loop_connects_the_pieces(loop_run) -> None:
+    out, result = loop_run
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+
+    files = sorted((out / "dataset").glob("episode_*.hdf5"))
+    assert len(files) == 2
+    for f in files:
+        assert validate_file(f) == [], f
+    recording = json.loads((out / "recording_summary.json").read_text())
+    # The recorder cut each demonstration at 30 samples (1 s of sim time, before any grasp).
+    assert [e["outcome"] for e in recording["per_episode"]] == ["timeout", "timeout"]
+    assert all(e["commands"] > 0 for e in recording["per_episode"])  # the demonstrator published
+
+    run_dir = out / "results" / "Expsim" / "multimodal_robot"
+    policy = load_policy(run_dir / "model_final_lapo.pth")
+    assert policy.schema.image_size == (48, 48) and policy.schema.joint_dim == 16
+    assert (run_dir / "training_curves.png").is_file()
+
+    summary = json.loads((out / "eval" / "eval_summary.json").read_text())
+    assert summary["episodes"] == 1 and (out / "eval" / "eval_episodes.png").is_file()
+    episode = summary["per_episode"][0]
+    assert episode["seed"] == 1001  # --eval_seed 1000, first reset
+    assert episode["commands"] > 10  # the policy node drove the sim...
+    assert episode["max_joint_change"] > 0.05  # ...and the arms left the reset pose (rad)
+    assert "success rate" in result.stderr and "AverageReturn" in result.stderr
+
+
+@pytest.mark.slow
+def test_loop_leaves_no_child_running(loop_run) -> None:
+    out, _ = loop_run
+    assert nodes_in_domain(DOMAIN_LOOP) == []
+    for node in ("record_dataset_sim_robot", "record_dataset_recorder", "eval_lapo_sim_robot", "eval_lapo_policy"):
+        text = (out / "logs" / f"{node}.log").read_text()
+        assert "Traceback" not in text, text[-3000:]
+
+
+@pytest.mark.slow
+def test_policy_that_refuses_to_start_is_named(loop_run, tmp_path: Path) -> None:
+    """A corrupt checkpoint: the policy node exits, the loop says so (with its log) and stops the sim."""
+    out, _ = loop_run
+    shutil.copytree(out / "dataset", tmp_path / "dataset")
+    run_dir = tmp_path / "results" / "Expsim" / "multimodal_robot"
+    run_dir.mkdir(parents=True)
+    (run_dir / "model_final_lapo.pth").write_bytes(b"not a checkpoint")
+    result = run_loop(tmp_path, DOMAIN_BAD_CHECKPOINT, "--skip_recording", "--skip_training",
+                      "--render_size", "48", "64", "--eval_episodes", "1", timeout=180)
+    assert result.returncode == 1
+    assert "node policy exited with code 1" in result.stderr, result.stderr[-3000:]
+    assert "model_final_lapo.pth" in result.stderr  # the policy's own error, from its log
+    assert nodes_in_domain(DOMAIN_BAD_CHECKPOINT) == []
+
+
+def test_empty_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_loop(tmp_path, DOMAIN_BAD_CHECKPOINT, "--skip_recording", timeout=60)
+    assert result.returncode == 1
+    assert f"{tmp_path / 'dataset'}: the recorder wrote no episode files" in result.stderr
+
+
+def test_parse_sim_status() -> None:
+    s = parse_sim_status(True, "episode=3 seed=1003 reward=4 demonstrator=done sim_time=12.340")
+    assert (s.success, s.episode, s.seed, s.reward, s.demonstrator, s.sim_time) == (True, 3, 1003, 4.0, "done", 12.34)
+    with pytest.raises(ValueError, match="no field 'sim_time'"):
+        parse_sim_status(False, "episode=3 seed=1003 reward=4 demonstrator=done")
+    with pytest.raises(ValueError, match="malformed"):
+        parse_sim_status(False, "episode=x seed=1 reward=0 demonstrator=off sim_time=0")
+
+
+def test_tracker_and_summary() -> None:
+    t = EpisodeTracker()
+    for r in (0.0, 2.0, 1.0):
+        t.add_reward(r)
+    t.add_joints([0.0, 1.0])
+    t.add_joints([0.2, 0.7])
+    t.add_command()
+    assert (t.reward_max, t.reward_sum, t.reward_count, t.commands) == (2.0, 3.0, 3, 1)
+    assert t.max_joint_change == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="3 positions"):
+        t.add_joints([0.0, 0.0, 0.0])
+    t.reset()
+    assert (t.reward_max, t.reward_count, t.commands, t.max_joint_change) == (0.0, 0, 0, 0.0)
+
+    results = [EpisodeResult(seed=i, success=i == 0, episode_return=ret, reward_sum=0.0, reward_ticks=0,
+                             sim_duration=1.0, commands=1, max_joint_change=0.1) for i, ret in enumerate((4.0, 2.0))]
+    s = summarize_returns(results)
+    assert (s["AverageReturn"], s["StdReturn"], s["success_rate"], s["episodes"]) == (3.0, 1.0, 0.5, 2)
+    with pytest.raises(ValueError):
+        summarize_returns([])
