@@ -20,6 +20,9 @@ test: setup
 bench: setup
 	$(PY) bench/train_throughput.py
 	$(PY) bench/lapo_vs_bc.py
+	$(PY) bench/recorder_throughput.py --duration 60
+	$(PY) bench/policy_latency.py --threads 1
+	$(PY) bench/sim_success.py
 
 clean:
 	rm -rf results demo_output .pytest_cache

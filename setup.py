@@ -41,6 +41,8 @@ setup(
             "recorder = lapo_ros.recorder:main",
             "policy = lapo_ros.policy:main",
             "sim_robot = lapo_ros.sim_robot:main",
+            "sim_loop = lapo_ros.sim_loop:main",
+            "scripted_demonstrator = lapo_ros.scripted_demonstrator:main",
             "lapo_train = lapo_learning.train:main",
             "lapo_create_dataset = lapo_learning.create_dataset:main",
         ],
