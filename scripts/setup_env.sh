@@ -31,6 +31,10 @@ if [ ! -f "$STAMP" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
     for r in $REQS; do "$VENV/bin/python" -m pip install -q -r "$r"; done
     "$VENV/bin/python" -m pip install -q --no-deps -e .
+    # PyPI's torch pulls in triton (for torch.compile, which lapo does not use). Its bundled LLVM
+    # segfaults at import in a process that already loaded Mesa's LLVM (OSMesa rendering for
+    # MuJoCo), which the sim and the test suite do; eager PyTorch runs the same without it.
+    "$VENV/bin/python" -m pip uninstall -y -q triton 2>/dev/null || true
     rm -f "$VENV"/.lapo-setup-*
     touch "$STAMP"
 fi
