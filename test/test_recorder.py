@@ -225,6 +225,21 @@ def read(path: Path) -> dict:
     return data
 
 
+def record_one_episode(ros, out: Path, *launch_args: str, seconds: float = 2.0,
+                       robot_kw: dict | None = None) -> tuple[int, str]:
+    """Recorder process + robot rig: record one successful episode of `seconds`; (exit code, log)."""
+    proc = launch_recorder(out, *launch_args)
+    with Robot(ros, **(robot_kw or {})) as robot:
+        try:
+            wait_receiving(robot)
+            assert robot.call(robot.start, Trigger.Request()).success
+            time.sleep(seconds)
+            assert robot.call(robot.stop, SetBool.Request(data=True)).success
+        finally:
+            code, log = finish(proc)
+    return code, log
+
+
 def test_interrupt_keeps_finished_episodes_and_marks_the_current_incomplete(recorded) -> None:
     assert recorded["code"] == 0, recorded["log"]
     files = sorted(p.name for p in recorded["dir"].glob("*.hdf5"))
@@ -300,15 +315,7 @@ def test_recorded_episodes_train_unchanged(recorded, tmp_path) -> None:
 
 
 def test_stale_camera_is_skipped_and_counted(ros, tmp_path) -> None:
-    proc = launch_recorder(tmp_path)
-    with Robot(ros, cam_rates={"global_image": 2.0}) as robot:
-        try:
-            wait_receiving(robot)
-            assert robot.call(robot.start, Trigger.Request()).success
-            time.sleep(2.0)
-            assert robot.call(robot.stop, SetBool.Request(data=True)).success
-        finally:
-            code, log = finish(proc)
+    code, log = record_one_episode(ros, tmp_path, robot_kw={"cam_rates": {"global_image": 2.0}})
     assert code == 0, log
     ep = read(tmp_path / "episode_0001.hdf5")
     skipped = json.loads(ep["attrs"]["skipped"])
@@ -406,15 +413,7 @@ def test_approximate_policy_without_message_filters_is_a_clear_error(tmp_path) -
 
 def test_approximate_policy_pairs_camera_sets(ros, tmp_path) -> None:
     pytest.importorskip("message_filters", reason="message_filters is not installed here")
-    proc = launch_recorder(tmp_path, "sync_policy:=approximate", "approximate_slop:=0.02")
-    with Robot(ros) as robot:
-        try:
-            wait_receiving(robot)
-            assert robot.call(robot.start, Trigger.Request()).success
-            time.sleep(2.0)
-            assert robot.call(robot.stop, SetBool.Request(data=True)).success
-        finally:
-            code, log = finish(proc)
+    code, log = record_one_episode(ros, tmp_path, "sync_policy:=approximate", "approximate_slop:=0.02")
     assert code == 0, log
     ep = read(tmp_path / "episode_0001.hdf5")
     cams = np.stack([ep["stamps"][c] for c in CAMERAS])
