@@ -280,7 +280,7 @@ class Recorder(Node):
 
     def close(self) -> None:
         """Mark an episode in progress incomplete and let the writer finish all queued work."""
-        # After a signal the context is shut down and the node logger's rosout publisher is gone.
+        # After an external shutdown the context, and with it the node logger's rosout publisher, is gone.
         self.log = rclpy.logging.get_logger(f"{self.get_name()}.shutdown")
         self.abort_episode("interrupted")
         if not self.writer.close(timeout=30.0):

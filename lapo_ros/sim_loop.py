@@ -29,9 +29,10 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import rclpy
@@ -125,6 +126,40 @@ def _ros_value(value: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- ROS side
+class InterruptGate:
+    """Ctrl-C raises KeyboardInterrupt and SIGTERM SystemExit, so that the loop's finally-blocks
+    stop the children, but never inside rclpy: raised during a subscription take, pybind11 turns
+    the exception into a RuntimeError. Inside `held()` a signal is kept and raised at its end."""
+
+    def __init__(self) -> None:
+        self._holding = False
+        self._pending: BaseException | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        exc = KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
+        if not self._holding:
+            raise exc
+        self._pending = exc
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self._pending is not None:
+            exc, self._pending = self._pending, None
+            raise exc
+
+
+INTERRUPTS = InterruptGate()
+
+
 class LoopNode:
     """The orchestrator's own rclpy node (private context): service calls and the episode topics."""
 
@@ -166,7 +201,8 @@ class LoopNode:
                 child.check()
             if time.monotonic() > deadline:
                 raise LoopError(f"timed out after {timeout:.0f} s waiting for {what}")
-            self.executor.spin_once(timeout_sec=0.02)
+            with INTERRUPTS.held():
+                self.executor.spin_once(timeout_sec=0.02)
 
     def spin_for(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -534,16 +570,12 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--domain_id must be in 0..101, got {args.domain_id}")
 
 
-def _raise_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally-blocks that stop the children
-
-
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     _check_args(p, args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    INTERRUPTS.install()
     settings = RunSettings(out=args.out, domain_id=args.domain_id, image_size=tuple(args.image_size),
                            render_size=tuple(args.render_size) if args.render_size else None,
                            startup_timeout=args.startup_timeout, service_timeout=args.service_timeout)

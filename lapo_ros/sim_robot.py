@@ -29,7 +29,6 @@ import numpy as np
 from builtin_interfaces.msg import Time as TimeMsg
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -205,14 +204,6 @@ class SimRobotNode(Node):
 
     # ------------------------------------------------------------------ simulation
     def _tick(self) -> None:
-        try:
-            self._step_and_publish()
-        except _rclpy.RCLError:
-            # SIGINT/SIGTERM shut the context down while this (slow, rendering) tick ran.
-            if self.context.ok():
-                raise
-
-    def _step_and_publish(self) -> None:
         if self._demo is not None:
             self._command = self._demo.next_command()
             self._command_pub.publish(Float64MultiArray(data=self._command.tolist()))

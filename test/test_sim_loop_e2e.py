@@ -7,8 +7,10 @@ arms, and no child process left behind. Plus the loop's error paths and its pure
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from lapo_learning import load_policy
 from lapo_learning.dataset_format import validate_file
 from lapo_ros.episode_stats import EpisodeResult, EpisodeTracker, parse_sim_status, summarize_returns
+from lapo_ros.sim_loop import InterruptGate
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAIN_LOOP, DOMAIN_BAD_CHECKPOINT = 71, 72
@@ -140,3 +143,26 @@ def test_tracker_and_summary() -> None:
     assert (s["AverageReturn"], s["StdReturn"], s["success_rate"], s["episodes"]) == (3.0, 1.0, 0.5, 2)
     with pytest.raises(ValueError):
         summarize_returns([])
+
+
+@pytest.mark.parametrize("sig, raised", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, SystemExit)])
+def test_interrupt_gate_holds_a_signal_until_rclpy_returns(sig: int, raised: type) -> None:
+    gate = InterruptGate()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    gate.install()
+    try:
+        after_signal = []
+        with pytest.raises(raised):
+            with gate.held():
+                os.kill(os.getpid(), sig)
+                time.sleep(0.05)  # the handler runs here; it must not raise inside held()
+                after_signal.append(True)
+        assert after_signal == [True]
+        with pytest.raises(raised):  # outside held() it raises at once
+            os.kill(os.getpid(), sig)
+            time.sleep(0.05)
+        with gate.held():  # nothing left pending
+            pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
