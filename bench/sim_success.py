@@ -30,8 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from lapo_ros.episode_stats import summarize_returns  # noqa: E402
-from lapo_ros.sim_loop import (EvalConfig, LoopError, RecordConfig, RunSettings, TrainConfig,  # noqa: E402
-                               check_dataset, evaluate_policy, record_demonstrations, train_policy)
+from lapo_ros.sim_loop import (INTERRUPTS, EvalConfig, LoopError, RecordConfig, RunSettings,  # noqa: E402
+                               TrainConfig, check_dataset, evaluate_policy, record_demonstrations,
+                               train_policy)
 
 log = logging.getLogger("bench.sim_success")
 CONDITIONS = ("clean", "mixed")
@@ -81,6 +82,17 @@ def dataset_success(folder: Path) -> str:
     return f"{ok}/{len(files)}"
 
 
+def write_results(args: argparse.Namespace, rows: list[dict], record_min: float,
+                  t_start: float) -> tuple[dict, float]:
+    """Write OUT/results.json (settings, wall times, the rows so far); (settings, total minutes)."""
+    settings_text = {k: (list(v) if isinstance(v, (tuple, list)) else str(v) if isinstance(v, Path) else v)
+                     for k, v in vars(args).items()}
+    total_min = (time.perf_counter() - t_start) / 60
+    (args.out / "results.json").write_text(json.dumps(
+        {"settings": settings_text, "record_min": record_min, "total_min": total_min, "results": rows}, indent=2))
+    return settings_text, total_min
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
@@ -111,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.demos < 2 or args.steps <= 0 or args.eval_episodes <= 0:
         p.error("--demos must be >= 2, --steps and --eval_episodes > 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    INTERRUPTS.install()  # Ctrl-C/SIGTERM unwind through the finally-blocks that stop the nodes
     settings = RunSettings(out=args.out, domain_id=args.domain_id, image_size=tuple(args.image_size),
                            render_size=tuple(args.render_size) if args.render_size else None)
     t_start = time.perf_counter()
@@ -133,14 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                              "eval_min": (time.perf_counter() - t1) / 60,
                              "per_episode": [r.to_dict() for r in results],
                              "run_dir": str(run_dir)})
+                write_results(args, rows, record_min, t_start)  # a run cut short keeps its finished rows
     except LoopError as exc:
         log.error("%s", exc)
         return 1
-    settings_text = {k: (list(v) if isinstance(v, (tuple, list)) else str(v) if isinstance(v, Path) else v)
-                     for k, v in vars(args).items()}
-    total_min = (time.perf_counter() - t_start) / 60
-    (args.out / "results.json").write_text(json.dumps(
-        {"settings": settings_text, "record_min": record_min, "total_min": total_min, "results": rows}, indent=2))
+    except KeyboardInterrupt:
+        log.warning("interrupted: the nodes are stopped; finished rows are in %s", args.out / "results.json")
+        return 130
+    settings_text, total_min = write_results(args, rows, record_min, t_start)
     log.info("settings: %s", json.dumps(settings_text))
     log.info("%-9s %-5s %8s %9s %14s %10s %10s %9s", "dataset", "algo", "demos ok", "success", "AverageReturn",
              "StdReturn", "train min", "eval min")

@@ -68,6 +68,17 @@ def _frame(x_axis: np.ndarray, y_axis: np.ndarray) -> np.ndarray:
     return np.column_stack([x, y, np.cross(x, y)])
 
 
+def _pick_frame(base: np.ndarray, target: np.ndarray, pitch_deg: float) -> np.ndarray:
+    """Gripper frame reaching `target` from an arm at `base`: approach axis in the vertical plane
+    through both, pitched down by `pitch_deg`, fingers horizontal. Off that plane the gripper has
+    to yaw, which this arm can only do by large opposite twists of forearm_roll and wrist_rotate."""
+    toward = np.array([target[0] - base[0], target[1] - base[1], 0.0])
+    toward /= np.linalg.norm(toward)
+    pitch = np.deg2rad(pitch_deg)
+    approach = np.cos(pitch) * toward - np.array([0.0, 0.0, np.sin(pitch)])
+    return _frame(approach, np.array([-toward[1], toward[0], 0.0]))
+
+
 def _quat(rot: np.ndarray) -> np.ndarray:
     q = np.empty(4)
     mujoco.mju_mat2Quat(q, rot.reshape(-1))
@@ -105,7 +116,7 @@ def _interpolate(waypoints: list[Waypoint], t: float) -> tuple[np.ndarray, np.nd
 class ArmIK:
     """Damped-least-squares IK for one arm's 6 joints, on a private MjData."""
 
-    def __init__(self, model: mujoco.MjModel, arm: str, damping: float = 0.03) -> None:
+    def __init__(self, model: mujoco.MjModel, arm: str, damping: float = 0.03, twist_pull: float = 0.0) -> None:
         self.model = model
         self.data = mujoco.MjData(model)
         self.body = model.body(f"vx300s_{arm}/gripper_link").id
@@ -115,6 +126,15 @@ class ArmIK:
         self.dof_idx = np.array([model.jnt_dofadr[j] for j in joints])
         self.low, self.high = model.jnt_range[joints, 0], model.jnt_range[joints, 1]
         self.damping = damping
+        # `twist_pull` pulls forearm_roll - wrist_rotate weakly towards 0. Where wrist_angle
+        # crosses 0 the two axes coincide and only their sum turns the gripper; unpulled, their
+        # difference drifted to +-2pi or stayed 0 by chance, so demonstrations of alike scenes
+        # were 2pi apart in joint space and a regressed policy commanded their mean.
+        twist = np.zeros(6)
+        twist[[3, 5]] = (1.0, -1.0)
+        self._twist_weight = twist_pull**2 * np.outer(twist, twist)
+        mujoco.mj_kinematics(model, self.data)
+        self.base_pos = self.data.xpos[model.body(f"vx300s_{arm}").id].copy()  # fixed to the table
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
 
@@ -139,8 +159,10 @@ class ArmIK:
             mujoco.mj_comPos(self.model, self.data)
             mujoco.mj_jac(self.model, self.data, self._jacp, self._jacr, p, self.body)
             jac = np.vstack([self._jacp[:, self.dof_idx], self._jacr[:, self.dof_idx]])
-            dq = jac.T @ np.linalg.solve(jac @ jac.T + self.damping**2 * np.eye(6), err)
-            q[self.qpos_idx] = np.clip(q[self.qpos_idx] + dq, self.low, self.high)
+            arm_q = q[self.qpos_idx]
+            dq = np.linalg.solve(jac.T @ jac + self.damping**2 * np.eye(6) + self._twist_weight,
+                                 jac.T @ err - self._twist_weight @ arm_q)
+            q[self.qpos_idx] = np.clip(arm_q + dq, self.low, self.high)
         return q[self.qpos_idx].copy()
 
 
@@ -152,7 +174,9 @@ class ScriptedDemonstrator:
         self.config = config or DemonstratorConfig()
         self.config.validate()
         model = model or load_model()
-        self._ik = {arm: ArmIK(model, arm) for arm in ARMS}
+        # The right arm's pick pitches its wrist through wrist_angle 0; the left arm needs its twist
+        # free for its 90-degree roll and never crosses it.
+        self._ik = {"right": ArmIK(model, "right", twist_pull=0.1), "left": ArmIK(model, "left")}
         self._rng = np.random.default_rng(seed)
         self._commands = np.zeros((0, NUM_JOINTS))
         self._tick = 0
@@ -209,13 +233,13 @@ class ScriptedDemonstrator:
     def _waypoints(self, cube: np.ndarray, starts: dict) -> dict[str, list[Waypoint]]:
         cfg = self.config
         ts = cfg.time_scale
-        pitch = np.deg2rad(cfg.pick_pitch_deg)
-        # Right gripper: approach axis tilted down towards -x, fingers along world y.
-        r_rot = _frame(np.array([-np.cos(pitch), 0.0, -np.sin(pitch)]), np.array([0.0, -1.0, 0.0]))
-        r_approach = r_rot[:, 0]
+        # Right gripper: tilted down, approaching along the line from the arm's base (fingers
+        # horizontal, across it), at the cube and at the hand-over point.
+        r_base = self._ik["right"].base_pos
+        meet = np.asarray(cfg.meet_point, dtype=np.float64)
+        r_grasp_rot, r_meet_rot = (_pick_frame(r_base, target, cfg.pick_pitch_deg) for target in (cube, meet))
         # Left gripper: approach +x, rolled so the fingers close along world z.
         l_rot = _frame(np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]))
-        meet = np.asarray(cfg.meet_point, dtype=np.float64)
 
         grasp = cube + np.array([0.0, 0.0, 0.005])  # a little high: the tilted tips clear the table
         if self.failure_mode == "grasp_offset":
@@ -231,15 +255,15 @@ class ScriptedDemonstrator:
         right = [
             Waypoint(0.0, r_pos0, r_rot0, 0.0),
             Waypoint(0.3, r_pos0, r_rot0, 0.0),  # let recorders catch the first frames
-            Waypoint(1.3, grasp - 0.08 * r_approach, r_rot, 1.0),  # above the cube, open
-            Waypoint(2.0, grasp, r_rot, 1.0),
-            Waypoint(2.4, grasp, r_rot, 0.0),  # close
-            Waypoint(2.6, grasp, r_rot, 0.0),
-            Waypoint(3.6, meet, r_rot, 0.0),  # carry to the hand-over point
-            Waypoint(release_t, meet, r_rot, 0.0),
-            Waypoint(release_t + 0.3, meet, r_rot, 1.0),  # open
-            Waypoint(release_t + 0.8, meet - 0.1 * r_approach, r_rot, 1.0),  # back off
-            Waypoint(6.4, meet - 0.1 * r_approach, r_rot, 1.0),
+            Waypoint(1.3, grasp - 0.08 * r_grasp_rot[:, 0], r_grasp_rot, 1.0),  # above the cube, open
+            Waypoint(2.0, grasp, r_grasp_rot, 1.0),
+            Waypoint(2.4, grasp, r_grasp_rot, 0.0),  # close
+            Waypoint(2.6, grasp, r_grasp_rot, 0.0),
+            Waypoint(3.6, meet, r_meet_rot, 0.0),  # carry to the hand-over point
+            Waypoint(release_t, meet, r_meet_rot, 0.0),
+            Waypoint(release_t + 0.3, meet, r_meet_rot, 1.0),  # open
+            Waypoint(release_t + 0.8, meet - 0.1 * r_meet_rot[:, 0], r_meet_rot, 1.0),  # back off
+            Waypoint(6.4, meet - 0.1 * r_meet_rot[:, 0], r_meet_rot, 1.0),
         ]
         left = [
             Waypoint(0.0, l_pos0, l_rot0, 0.0),

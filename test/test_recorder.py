@@ -397,7 +397,11 @@ def test_use_sim_time_follows_clock(ros, tmp_path) -> None:
     assert code == 0, log
     ts = read(tmp_path / "episode_0001.hdf5")["timestamps"]
     assert SIM_START < ts[0] < ts[-1] < sim_now  # sample times are on the /clock time line
-    assert abs(len(ts) - ((ts[-1] - ts[0]) * RATE + 1)) <= 1
+    # RATE samples per second of sim time. A /clock stall (this test publishes it from Python at
+    # 200 Hz) makes sim time jump and a timer period pass without a tick, so allow a few misses.
+    expected = (ts[-1] - ts[0]) * RATE + 1
+    assert 0.93 * expected <= len(ts) <= expected + 1
+    assert np.diff(ts).min() > 0.5 / RATE
 
 
 def test_approximate_policy_without_message_filters_is_a_clear_error(tmp_path) -> None:
