@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     a("--steps", type=int, default=3000, help="training steps per policy (default: %(default)s)")
     a("--batch_size", type=int, default=32, help="training batch size (default: %(default)s)")
     a("--image_encoder", default="cnn_3conv_1fc_0", help="image backbone (default: %(default)s)")
+    a("--action_space", choices=("absolute", "relative"), default="relative",
+      help="what the models predict, see lapo_learning.train --help (default: %(default)s)")
     a("--image_size", type=int, nargs=2, default=(48, 48), metavar=("H", "W"),
       help="stored and model image size (default: 48 48)")
     a("--render_size", type=int, nargs=2, default=None, metavar=("H", "W"),
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             for algo in args.algos:
                 t0 = time.perf_counter()
                 train_cfg = TrainConfig(steps=args.steps, algo=algo, image_encoder=args.image_encoder,
-                                        batch_size=args.batch_size, device=args.device, seed=args.seed)
+                                        batch_size=args.batch_size, device=args.device, seed=args.seed,
+                                        action_space=args.action_space)
                 run_dir = train_policy(settings, train_cfg, datasets[cond], f"{cond}_{algo}")
                 t1 = time.perf_counter()
                 results = evaluate_policy(settings, EvalConfig(args.eval_episodes, args.eval_seed, args.eval_time),

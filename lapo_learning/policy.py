@@ -53,7 +53,7 @@ class Policy:
         joint_t = torch.from_numpy(self.stats.joint.normalize(joints)).to(self.device)
         with torch.inference_mode():
             action = self.agent.act(images, joint_t).cpu().numpy()
-        return self.stats.action.unnormalize(action)
+        return self.stats.actions_from_targets(action, joints)
 
 
 def load_policy(path: str | Path, device: str = "cpu") -> Policy:

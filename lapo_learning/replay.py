@@ -11,14 +11,14 @@ import numpy as np
 import torch
 
 from lapo_learning.dataset import OfflineDataset
-from lapo_learning.schema import CAMERAS, DatasetStatistics, Normalizer
+from lapo_learning.schema import CAMERAS, DatasetStatistics, Normalizer, relative_to_joints
 
 
 @dataclass
 class Batch:
     images: list[torch.Tensor]  # per camera uint8 [B,H,W,3]
     joint: torch.Tensor  # normalised [B,J]
-    action: torch.Tensor  # normalised [B,A]
+    action: torch.Tensor  # normalised model targets [B,A] (DatasetStatistics.action_targets)
     reward: torch.Tensor  # scaled [B,1]
     not_done: torch.Tensor  # [B,1]
     next_images: list[torch.Tensor]
@@ -28,21 +28,25 @@ class Batch:
         return self.action.shape[0]
 
 
-def fit_statistics(ds: OfflineDataset, indices: np.ndarray, reward_scale: float | None = None) -> DatasetStatistics:
+def fit_statistics(ds: OfflineDataset, indices: np.ndarray, reward_scale: float | None = None,
+                   relative_actions: bool = False) -> DatasetStatistics:
     """Normalisation from the training split only (validation stays unseen).
 
     Rewards are divided by the split's max |r| unless `reward_scale` is given, which keeps the
     value range, and so the critic's targets, of the same order whatever the task's reward units.
+    `relative_actions`: the model's targets are action - joint position (see DatasetStatistics).
     """
-    actions = ds.actions[indices]
+    actions, joints = ds.actions[indices], ds.joint[indices]
     if reward_scale is None:
         reward_scale = float(np.abs(ds.rewards[indices]).max()) or 1.0
+    index = ds.schema.action_joint_index() if relative_actions else None
     return DatasetStatistics(
-        joint=Normalizer.fit(ds.joint[indices]),
-        action=Normalizer.fit(actions),
+        joint=Normalizer.fit(joints),
+        action=Normalizer.fit(relative_to_joints(actions, joints, index)),
         action_min=actions.min(axis=0),
         action_max=actions.max(axis=0),
         reward_scale=reward_scale,
+        action_joint_index=index,
     )
 
 
@@ -62,7 +66,7 @@ class ReplayBuffer:
 
         self.images = [put(ds.images[c][idx]) for c in CAMERAS]
         self.joint = put(stats.joint.normalize(ds.joint[idx]))
-        self.action = put(stats.action.normalize(ds.actions[idx]))
+        self.action = put(stats.action_targets(ds.actions[idx], ds.joint[idx]))
         self.reward = put((ds.rewards[idx] / stats.reward_scale).astype(np.float32)).unsqueeze(1)
         self.not_done = put((~ds.terminals[idx]).astype(np.float32)).unsqueeze(1)
         self.next = put(nxt)

@@ -110,6 +110,22 @@ class ObservationSchema:
     def default_names(prefix: str, n: int) -> tuple[str, ...]:
         return tuple(f"{prefix}_{i}" for i in range(n))
 
+    def action_joint_index(self) -> tuple[int, ...]:
+        """Index in the joint vector of each action's joint (same name), for relative actions.
+
+        Generic names on both sides pair by position when the counts are equal.
+        """
+        if _generic(self.joint_names) and _generic(self.action_names):
+            if self.joint_dim != self.action_dim:
+                raise SchemaMismatch(f"relative actions need one joint per action: {self.action_dim} actions, "
+                                     f"{self.joint_dim} joints, and no names to pair them")
+            return tuple(range(self.action_dim))
+        missing = [n for n in self.action_names if n not in self.joint_names]
+        if missing:
+            raise SchemaMismatch(f"relative actions need each action's joint in the observation: "
+                                 f"{missing} not among joint_names {list(self.joint_names)}")
+        return tuple(self.joint_names.index(n) for n in self.action_names)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["image_size"] = list(self.image_size)
@@ -165,16 +181,39 @@ def _generic(names: Sequence[str]) -> bool:
     return all(n.startswith(("joint_", "action_")) and n.split("_")[-1].isdigit() for n in names)
 
 
+def relative_to_joints(actions: np.ndarray, joints: np.ndarray, index: Sequence[int] | None) -> np.ndarray:
+    """Actions [N,A] minus the positions [N,J] of their joints (`index` into the joint vector);
+    the actions unchanged when `index` is None."""
+    actions = np.asarray(actions, dtype=np.float32)
+    if index is None:
+        return actions
+    return actions - np.asarray(joints, dtype=np.float32)[:, list(index)]
+
+
 @dataclass
 class DatasetStatistics:
     """Normalisation fitted on the training split, stored in the checkpoint with the schema."""
 
     joint: Normalizer
-    action: Normalizer
-    action_min: np.ndarray
+    action: Normalizer  # of the model's action targets: raw actions, or action - joint (relative)
+    action_min: np.ndarray  # raw actions, for the policy node's default limits
     action_max: np.ndarray
     reward_scale: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # Relative actions: the model predicts each action minus the measured position of its joint
+    # (these indices into the joint vector); None: absolute actions.
+    action_joint_index: tuple[int, ...] | None = None
+
+    def action_targets(self, actions: np.ndarray, joints: np.ndarray) -> np.ndarray:
+        """Raw actions [N,A] and the raw joints [N,J] they were commanded at -> normalised targets."""
+        return self.action.normalize(relative_to_joints(actions, joints, self.action_joint_index))
+
+    def actions_from_targets(self, targets: np.ndarray, joints: np.ndarray) -> np.ndarray:
+        """Inverse of `action_targets`: normalised model outputs [N,A] at raw joints [N,J] -> raw actions."""
+        actions = self.action.unnormalize(targets)
+        if self.action_joint_index is not None:
+            actions = actions + np.asarray(joints, dtype=np.float32)[:, list(self.action_joint_index)]
+        return actions
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -184,6 +223,7 @@ class DatasetStatistics:
             "action_max": np.asarray(self.action_max, dtype=np.float32).tolist(),
             "reward_scale": float(self.reward_scale),
             "extra": self.extra,
+            "action_joint_index": None if self.action_joint_index is None else list(self.action_joint_index),
         }
 
     @classmethod
@@ -195,4 +235,5 @@ class DatasetStatistics:
             action_max=np.asarray(d["action_max"], dtype=np.float32),
             reward_scale=float(d.get("reward_scale", 1.0)),
             extra=dict(d.get("extra", {})),
+            action_joint_index=None if d.get("action_joint_index") is None else tuple(d["action_joint_index"]),
         )

@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--vae_lr", type=float, default=1e-4, help="VAE learning rate")
     a("--critic_lr", type=float, default=5e-4, help="critic + observation encoder learning rate")
     a("--augment_pad", type=int, default=4, help="random-shift augmentation in pixels (0 = off)")
+    a("--action_space", choices=("absolute", "relative"), default="absolute",
+      help="what the model predicts: the recorded action (absolute), or the action minus the measured "
+           "position of the same-named joint (relative: for position-commanded arms, whose next target "
+           "is near where they are; the motion is then the target, not a small part of it)")
     a("--reward_scale", type=float, default=None,
       help="divide rewards by this (default: the training split's max |reward|)")
     a("--train_test_split", type=float, default=0.8, help="fraction of EPISODES used for training")
@@ -203,7 +207,7 @@ def train(args: argparse.Namespace) -> Path:
         agent.schema.require_compatible(ds.schema, f"{args.hdf5_path} does not match checkpoint {src}")
         log.info("resuming from %s (step %d)", src, resume["step"])
     else:
-        stats = fit_statistics(ds, train_idx, args.reward_scale)
+        stats = fit_statistics(ds, train_idx, args.reward_scale, relative_actions=args.action_space == "relative")
         scaled = ds.rewards[train_idx] / stats.reward_scale
         stats.extra[VALUE_RANGE_KEY] = [float(scaled.min()), float(scaled.max())]
         agent = build_agent(ds.schema, agent_config(args), stats, device)

@@ -428,6 +428,7 @@ class TrainConfig:
     batch_size: int = 32
     device: str = "cpu"
     seed: int = 0
+    action_space: str = "relative"  # lapo_learning.train --action_space
 
 
 def train_policy(settings: RunSettings, cfg: TrainConfig, dataset_dir: Path, exp_id: str) -> Path:
@@ -437,7 +438,7 @@ def train_policy(settings: RunSettings, cfg: TrainConfig, dataset_dir: Path, exp
             "--algo", cfg.algo, "--image_encoder", cfg.image_encoder, "--image_size", str(h), str(w),
             "--max_timesteps", str(cfg.steps), "--eval_freq", str(max(cfg.steps // 10, 1)),
             "--save_freq", str(cfg.steps), "--batch_size", str(cfg.batch_size), "--device", cfg.device,
-            "--seed", str(cfg.seed)]
+            "--seed", str(cfg.seed), "--action_space", cfg.action_space]
     log.info("training: python -m lapo_learning.train %s", " ".join(argv))
     rc = train_main(argv)
     run_dir = settings.out / "results" / f"Exp{exp_id}" / RUN_SUBDIR
@@ -539,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--batch_size", type=int, default=32, help="training batch size (default: %(default)s)")
     a("--algo", choices=("lapo", "bc"), default="lapo", help="lapo or the bc baseline (default: %(default)s)")
     a("--image_encoder", default="cnn_3conv_1fc_0", help="image backbone, see lapo_learning.train --help")
+    a("--action_space", choices=("absolute", "relative"), default="relative",
+      help="what the model predicts, see lapo_learning.train --help (default: %(default)s: the arms are "
+           "position-commanded and move little per tick)")
     a("--device", default="cpu", help="torch device for training (default: %(default)s)")
     a("--eval_episodes", type=int, default=3, help="evaluation episodes (default: %(default)s)")
     a("--eval_seed", type=int, default=1000,
@@ -598,7 +602,8 @@ def main(argv: list[str] | None = None) -> int:
         t_record = time.perf_counter()
 
         train_cfg = TrainConfig(steps=args.steps, algo=args.algo, image_encoder=args.image_encoder,
-                                batch_size=args.batch_size, device=args.device, seed=args.seed)
+                                batch_size=args.batch_size, device=args.device, seed=args.seed,
+                                action_space=args.action_space)
         run_dir = (settings.out / "results" / f"Exp{exp_id}" / RUN_SUBDIR if args.skip_training
                    else train_policy(settings, train_cfg, dataset_dir, exp_id))
         checkpoint = run_dir / f"model_{args.checkpoint}_{args.algo}.pth"

@@ -58,3 +58,30 @@ def test_statistics_round_trip():
     again = DatasetStatistics.from_dict(stats.to_dict())
     assert again.reward_scale == 4.0 and again.extra == {"value_range": [0.0, 1.0]}
     np.testing.assert_array_equal(again.action_max, [1, 2])
+
+
+def test_relative_actions_pair_joints_by_name_and_round_trip():
+    joints = ("a", "b", "c")
+    schema = ObservationSchema(image_size=(8, 8), joint_names=joints, action_names=("c", "a"))
+    assert schema.action_joint_index() == (2, 0)
+    generic = ObservationSchema(image_size=(8, 8), joint_names=ObservationSchema.default_names("joint", 3),
+                                action_names=ObservationSchema.default_names("action", 3))
+    assert generic.action_joint_index() == (0, 1, 2)
+    with pytest.raises(SchemaMismatch, match=r"\['d'\] not among joint_names \['a', 'b', 'c'\]"):
+        ObservationSchema(image_size=(8, 8), joint_names=joints, action_names=("a", "d")).action_joint_index()
+
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(50, 3)).astype(np.float32)
+    actions = q[:, [2, 0]] + rng.normal(0.0, 0.01, size=(50, 2)).astype(np.float32)  # small moves
+    delta = actions - q[:, [2, 0]]
+    stats = DatasetStatistics(joint=Normalizer.fit(q), action=Normalizer.fit(delta), action_min=actions.min(0),
+                              action_max=actions.max(0), action_joint_index=(2, 0))
+    targets = stats.action_targets(actions, q)
+    np.testing.assert_allclose(targets, Normalizer.fit(delta).normalize(delta), atol=1e-6)
+    assert targets.std(axis=0).min() > 0.9  # the motion, not the position, fills the target's range
+    np.testing.assert_allclose(stats.actions_from_targets(targets, q), actions, atol=1e-5)
+    again = DatasetStatistics.from_dict(stats.to_dict())
+    assert again.action_joint_index == (2, 0)
+    old = stats.to_dict()
+    del old["action_joint_index"]  # checkpoints from before relative actions
+    assert DatasetStatistics.from_dict(old).action_joint_index is None

@@ -74,6 +74,19 @@ def test_select_action_resizes_raw_images_like_training(trained, sample_file):
         policy.select_action(small[0].astype(np.float32), *small[1:], raw.joint[0])
 
 
+def test_relative_actions_are_decoded_at_the_measured_joints(sample_file, tmp_path):
+    run_dir = run_train(sample_file, tmp_path, "relative", 20, "--action_space", "relative")
+    policy = load_policy(run_dir / "model_final_lapo.pth")
+    assert policy.stats.action_joint_index == tuple(range(16))  # generic names pair by position
+    ds = load_dataset(sample_file, image_size=SMALL_IMAGE)
+    imgs = [ds.images[c][:4] for c in ds.schema.cameras]
+    with torch.inference_mode():
+        out = policy.agent.act([torch.from_numpy(i) for i in imgs],
+                               torch.from_numpy(policy.stats.joint.normalize(ds.joint[:4]))).numpy()
+    expected = policy.stats.action.unnormalize(out) + ds.joint[:4]
+    np.testing.assert_allclose(policy.select_action_batch(*imgs, ds.joint[:4]), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_checkpoint_cannot_run_code_and_bad_files_are_refused(trained, tmp_path):
     # weights_only loading: a pickle that would execute code is refused, not run
     evil = tmp_path / "evil.pth"
