@@ -16,18 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from lapo_learning import load_policy
-from lapo_learning.create_dataset import create_sample
-from lapo_learning.dataset import load_dataset, split_episodes
-from lapo_learning.policy import Policy
-from lapo_learning.synthetic_task import evaluate_policy
-from lapo_learning.train import main as train_main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from lapo_learning import load_policy  # noqa: E402
+from lapo_learning.create_dataset import create_sample  # noqa: E402
+from lapo_learning.dataset import load_dataset, split_episodes  # noqa: E402
+from lapo_learning.policy import Policy  # noqa: E402
+from lapo_learning.synthetic_task import evaluate_policy  # noqa: E402
+from lapo_learning.train import main as train_main  # noqa: E402
 
 log = logging.getLogger("bench.lapo_vs_bc")
 

@@ -9,8 +9,9 @@ and /joint_states (100 Hz) over DDS. Figures come from the node's own `LoopStati
 numbers it reports on ~/diagnostics (wall clock, so they include waiting for a CPU on a busy
 machine). `select_action` alone is also timed in CPU time, which other processes do not inflate,
 back to back and after a pause of one control period: the paused figure shows how much of the
-node's latency is the cost of cold caches after the idle time between ticks. Target: inference
-p99 under 20% of the control period for cnn_3conv_1fc_0 on CPU.
+node's latency is the cost of cold caches after the idle time between ticks
+(`bench/inference_latency.py`, which also runs on a GPU without ROS). Target: inference p99 under
+20% of the control period for cnn_3conv_1fc_0 on CPU.
 """
 from __future__ import annotations
 
@@ -37,11 +38,10 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 
-from lapo_learning import train  # noqa: E402
-from lapo_learning.create_dataset import create_sample  # noqa: E402
-from lapo_learning.policy import load_policy  # noqa: E402
+from bench.inference_latency import as_json, make_checkpoints, measure_all, report  # noqa: E402
 from lapo_learning.schema import CAMERAS  # noqa: E402
 from lapo_ros.image_msgs import rgb_to_image_msg  # noqa: E402
+from lapo_ros.node_runner import run_node  # noqa: E402
 from lapo_ros.policy import PolicyNode  # noqa: E402
 from lapo_ros.policy_diagnostics import LoopStatistics  # noqa: E402
 
@@ -54,17 +54,6 @@ JOINT_RATE_HZ = 100.0
 
 def joint_names() -> list[str]:
     return yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]["joint_names"]
-
-
-def train_checkpoint(encoder: str, data: Path, results: Path) -> Path:
-    """A few training steps: the weights do not matter for latency, the architecture does."""
-    code = train.main(["--hdf5_path", str(data), "--results_dir", str(results), "--ExpID", encoder,
-                       "--image_encoder", encoder, "--max_timesteps", "2", "--batch_size", "4",
-                       "--eval_freq", "1000", "--save_freq", "1000", "--device", "cpu",
-                       "--log_level", "WARNING"])
-    if code != 0:
-        raise RuntimeError(f"training {encoder} failed (exit {code})")
-    return results / f"Exp{encoder}" / train.RUN_SUBDIR / "model_final_lapo.pth"
 
 
 class Publisher(Node):
@@ -92,37 +81,8 @@ class Publisher(Node):
 
 
 def run_publisher(camera_size: tuple[int, int]) -> None:
-    rclpy.init()
-    node = Publisher(camera_size)
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-
-
-def isolated_inference(checkpoint: Path, pause_s: float, n: int = 200) -> tuple[float, float]:
-    """p50/p99 CPU time (ms) of select_action alone, on this thread, each call after `pause_s` of
-    sleep: without the scheduling delays that other processes add to the node's wall-clock
-    figures. With a pause of one control period the caches are as cold as in the node's ticks;
-    back to back (pause 0) they stay warm."""
-    policy = load_policy(checkpoint)
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (*policy.schema.image_size, 3), dtype=np.uint8) for _ in CAMERAS]
-    joint = np.zeros(policy.schema.joint_dim, dtype=np.float32)
-    times = []
-    for i in range(n + 20):
-        if pause_s:
-            time.sleep(pause_s)
-        t0 = time.thread_time()
-        with torch.inference_mode():
-            policy.select_action(*images, joint)
-        if i >= 20:  # the first calls initialise lazily
-            times.append(time.thread_time() - t0)
-    p50, p99 = np.percentile(times, [50, 99]) * 1e3
-    return float(p50), float(p99)
+    """Publishes until SIGINT, with the nodes' own clean lifecycle."""
+    run_node(lambda: Publisher(camera_size), "bench_inputs", ())
 
 
 def measure(checkpoint: Path, rate: float, seconds: float, warmup: float, threads: int) -> dict[str, float]:
@@ -178,18 +138,14 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "sample.hdf5"
-        create_sample(data, 200, 0.0, 0, (84, 84))
-        checkpoints = {enc: train_checkpoint(enc, data, Path(tmp) / "results") for enc in args.encoders}
+        checkpoints = make_checkpoints(args.encoders, Path(tmp))
         publisher = subprocess.Popen([sys.executable, __file__, "--publisher", "--camera_size",
                                       *map(str, args.camera_size)], cwd=REPO)
         rclpy.init(args=["--ros-args", "--params-file", str(CONFIG)])  # the shipped config, as deployed
         results = []
         if args.threads:
             torch.set_num_threads(args.threads)
-        pauses = [0.0] + [1.0 / rate for rate in args.rates]
-        isolated = {enc: {pause: isolated_inference(ckpt, pause) for pause in pauses}
-                    for enc, ckpt in checkpoints.items()}
+        isolated = measure_all(checkpoints, args.rates, "cpu")
         try:
             for enc, ckpt in checkpoints.items():
                 for rate in args.rates:
@@ -212,14 +168,10 @@ def main() -> int:
     if small:
         ok = all(r["p99_share_of_period"] < 0.2 for r in small)
         log.info("target (cnn_3conv_1fc_0 p99 < 20%% of the period): %s", "met" if ok else "NOT met")
-    log.info("\nselect_action alone, CPU time of this thread (no scheduling delays), each call after a pause:")
-    for enc, by_pause in isolated.items():
-        for pause, (p50, p99) in by_pause.items():
-            log.info("  %s, pause %.1f ms: p50 %.2f ms, p99 %.2f ms", enc, 1e3 * pause, p50, p99)
+    log.info("")
+    report(isolated, "cpu")
     if args.json:
-        args.json.write_text(json.dumps({"node": results, "isolated_cpu_ms": {
-            enc: {f"pause_{1e3 * pause:.1f}ms": v for pause, v in by_pause.items()}
-            for enc, by_pause in isolated.items()}}, indent=2))
+        args.json.write_text(json.dumps({"node": results, "isolated_cpu_ms": as_json(isolated)}, indent=2))
     return 0
 
 

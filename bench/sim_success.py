@@ -15,6 +15,10 @@ Datasets (cube poses: sim seeds 1..demos in both):
 Prints a table (success rate, AverageReturn = mean highest stage reward 0..4, StdReturn, wall
 times) with the settings, and writes results.json. Recorded datasets in OUT/data are reused by a
 later run with the same --demos and image size (delete them to re-record).
+
+Training on another machine (a GPU box without ROS or MuJoCo): copy OUT/data there, run
+`python -m lapo_learning.train --hdf5_path DATA/<condition> --results_dir RUNS --ExpID <condition>_<algo>
+--algo <algo> ...` for each pair, bring RUNS back and evaluate here with `--trained_in RUNS`.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from lapo_learning.train import RUN_SUBDIR  # noqa: E402
 from lapo_ros.episode_stats import summarize_returns  # noqa: E402
 from lapo_ros.sim_loop import (INTERRUPTS, EvalConfig, LoopError, RecordConfig, RunSettings,  # noqa: E402
                                TrainConfig, check_dataset, evaluate_policy, record_demonstrations,
@@ -68,6 +73,14 @@ def build_datasets(settings: RunSettings, args: argparse.Namespace) -> dict[str,
         tmp.rename(mixed)
     check_dataset(mixed)
     return {"clean": data / "clean", "mixed": mixed}
+
+
+def trained_run(root: Path, cond: str, algo: str) -> Path:
+    """The run folder of a policy trained elsewhere; LoopError naming the missing checkpoint."""
+    run_dir = root / f"Exp{cond}_{algo}" / RUN_SUBDIR
+    if not (run_dir / f"model_final_{algo}.pth").is_file():
+        raise LoopError(f"--trained_in: {run_dir / f'model_final_{algo}.pth'} not found")
+    return run_dir
 
 
 def dataset_success(folder: Path) -> str:
@@ -119,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     a("--conditions", nargs="+", choices=CONDITIONS, default=list(CONDITIONS), help="datasets to compare")
     a("--algos", nargs="+", choices=ALGOS, default=list(ALGOS), help="algorithms to compare")
     a("--seed", type=int, default=0, help="training seed (default: %(default)s)")
+    a("--trained_in", type=Path, default=None,
+      help="do not train: evaluate TRAINED_IN/Exp<condition>_<algo>/multimodal_robot/model_final_<algo>.pth, "
+           "trained elsewhere on OUT/data (see above); --steps etc. are then only recorded, not used")
     a("--domain_id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "0")),
       help="ROS_DOMAIN_ID of all nodes (default: $ROS_DOMAIN_ID or 0)")
     args = p.parse_args(argv)
@@ -140,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 train_cfg = TrainConfig(steps=args.steps, algo=algo, image_encoder=args.image_encoder,
                                         batch_size=args.batch_size, device=args.device, seed=args.seed,
                                         action_space=args.action_space)
-                run_dir = train_policy(settings, train_cfg, datasets[cond], f"{cond}_{algo}")
+                run_dir = (trained_run(args.trained_in, cond, algo) if args.trained_in
+                           else train_policy(settings, train_cfg, datasets[cond], f"{cond}_{algo}"))
                 t1 = time.perf_counter()
                 results = evaluate_policy(settings, EvalConfig(args.eval_episodes, args.eval_seed, args.eval_time),
                                           run_dir / f"model_final_{algo}.pth", f"{cond}_{algo}")

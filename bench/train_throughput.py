@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from lapo_learning.agent import AgentConfig
-from lapo_learning.dataset import OfflineDataset
-from lapo_learning.lapo_agent import LAPOAgent
-from lapo_learning.replay import ReplayBuffer, fit_statistics
-from lapo_learning.schema import CAMERAS, ObservationSchema
-from lapo_learning.synthetic_task import TaskConfig, generate_episodes
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from lapo_learning.agent import AgentConfig  # noqa: E402
+from lapo_learning.dataset import OfflineDataset  # noqa: E402
+from lapo_learning.lapo_agent import LAPOAgent  # noqa: E402
+from lapo_learning.replay import ReplayBuffer, fit_statistics  # noqa: E402
+from lapo_learning.schema import CAMERAS, ObservationSchema  # noqa: E402
+from lapo_learning.synthetic_task import TaskConfig, generate_episodes  # noqa: E402
 
 log = logging.getLogger("bench.train_throughput")
 
