@@ -7,7 +7,8 @@ not matter for latency, the architecture does), loaded with `load_policy(device=
 on raw 84x84 uint8 images, as the policy node calls it. Each call follows a pause: none (back to
 back, warm caches) and one control period per --rates entry (as cold as the node's ticks).
 On CPU the figure is this thread's CPU time, which other processes do not inflate; on a GPU it
-is wall time (the copy of the action back to the host waits for the GPU). `bench/policy_latency.py`
+is wall time (the copy of the action back to the host waits for the GPU), measured with the
+CUDA graph that `select_action` replays there and, side by side, eagerly. `bench/policy_latency.py`
 reuses this for its isolated figures next to the node's own.
 """
 from __future__ import annotations
@@ -50,9 +51,10 @@ def make_checkpoints(encoders: list[str], folder: Path) -> dict[str, Path]:
     return out
 
 
-def isolated_inference(checkpoint: Path, pause_s: float, device: str = "cpu", n: int = 200) -> tuple[float, float]:
+def isolated_inference(checkpoint: Path, pause_s: float, device: str = "cpu", cuda_graph: bool = True,
+                       n: int = 200) -> tuple[float, float]:
     """p50/p99 (ms) of `select_action` alone, each call after `pause_s` of sleep (see module doc)."""
-    policy = load_policy(checkpoint, device=device)
+    policy = load_policy(checkpoint, device=device, cuda_graph=cuda_graph)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (*policy.schema.image_size, 3), dtype=np.uint8) for _ in CAMERAS]
     joint = np.zeros(policy.schema.joint_dim, dtype=np.float32)
@@ -70,10 +72,12 @@ def isolated_inference(checkpoint: Path, pause_s: float, device: str = "cpu", n:
 
 
 def measure_all(checkpoints: dict[str, Path], rates: list[float], device: str) -> dict[str, dict[float, tuple]]:
-    """{encoder: {pause_s: (p50, p99)}} for no pause and one control period per rate."""
+    """{label: {pause_s: (p50, p99)}} for no pause and one control period per rate; on a GPU each
+    encoder twice, with its CUDA graph (label: the encoder) and eagerly ('<encoder> eager')."""
     pauses = [0.0] + [1.0 / rate for rate in rates]
-    return {enc: {pause: isolated_inference(ckpt, pause, device) for pause in pauses}
-            for enc, ckpt in checkpoints.items()}
+    modes = {"": True, " eager": False} if device.startswith("cuda") else {"": False}
+    return {enc + suffix: {pause: isolated_inference(ckpt, pause, device, graph) for pause in pauses}
+            for enc, ckpt in checkpoints.items() for suffix, graph in modes.items()}
 
 
 def report(results: dict[str, dict[float, tuple]], device: str) -> None:
@@ -81,7 +85,7 @@ def report(results: dict[str, dict[float, tuple]], device: str) -> None:
     log.info("select_action alone on %s (%s), each call after a pause:", device, what)
     for enc, by_pause in results.items():
         for pause, (p50, p99) in by_pause.items():
-            log.info("  %-16s pause %5.1f ms: p50 %6.2f ms, p99 %6.2f ms", enc, 1e3 * pause, p50, p99)
+            log.info("  %-22s pause %5.1f ms: p50 %6.2f ms, p99 %6.2f ms", enc, 1e3 * pause, p50, p99)
 
 
 def as_json(results: dict[str, dict[float, tuple]]) -> dict:

@@ -59,6 +59,25 @@ def test_checkpoint_round_trip_gives_identical_actions(trained, sample_file):
     assert p1.stats.action_min.shape == (16,)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU, none here")
+def test_cuda_graph_select_action_matches_eager(trained, sample_file):
+    """On a GPU, select_action replays a captured CUDA graph: the eager actions, fresh inputs each call."""
+    ds = load_dataset(sample_file, image_size=SMALL_IMAGE)
+    checkpoint = trained / "model_final_lapo.pth"
+    graphed = load_policy(checkpoint, device="cuda")
+    eager = load_policy(checkpoint, device="cuda", cuda_graph=False)
+    actions = []
+    for i in (0, 7, 14):
+        obs = [ds.images[c][i] for c in ds.schema.cameras]
+        actions.append(graphed.select_action(*obs, ds.joint[i]))
+        np.testing.assert_allclose(actions[-1], eager.select_action(*obs, ds.joint[i]), rtol=1e-4, atol=1e-4)
+    assert graphed._graphed is not None and eager._graphed is None
+    assert not np.allclose(actions[0], actions[1])  # the replay read the new inputs, not the first ones
+    batch = graphed.select_action_batch(*([ds.images[c][i] for i in (0, 7)] for c in ds.schema.cameras),
+                                        ds.joint[[0, 7]])  # batches run eagerly
+    np.testing.assert_allclose(batch, actions[:2], rtol=1e-4, atol=1e-4)
+
+
 def test_select_action_resizes_raw_images_like_training(trained, sample_file):
     """A camera frame of another size is resized by the policy exactly as the dataset loader did."""
     raw = load_dataset(sample_file)  # 40x40 stored
