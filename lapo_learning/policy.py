@@ -67,6 +67,12 @@ class Policy:
         self._graphed: GraphedAct | None = None
         self._use_graph = cuda_graph and self.device.type == "cuda"
 
+    def warm_up(self) -> None:
+        """One call on blank inputs, so that lazy set-up (first-call allocations, on a GPU the CUDA
+        graph capture) happens now rather than in a control loop's first tick."""
+        blank = np.zeros((*self.schema.image_size, 3), dtype=np.uint8)
+        self.select_action(blank, blank, blank, np.zeros(self.schema.joint_dim, dtype=np.float32))
+
     def select_action(self, left_img: np.ndarray, right_img: np.ndarray, global_img: np.ndarray,
                       joint: np.ndarray) -> np.ndarray:
         """One observation -> float32 action [A]."""

@@ -148,6 +148,7 @@ class PolicyNode(Node):
             self.safety = SafetyFilter(SafetyConfig(*self._limits(), p.max_delta_per_tick))
         except ValueError as exc:
             raise ParameterError(f"parameters 'joint_lower_limits'/'joint_upper_limits': {exc}") from exc
+        self.policy.warm_up()  # the first control tick must not pay for lazy set-up
         self.rate_hz = p.control_rate or self.policy.schema.rate_hz or p.default_control_rate
         self.period = 1.0 / self.rate_hz
         self.time_from_start = p.trajectory_time_from_start or self.period
