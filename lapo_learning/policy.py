@@ -63,7 +63,7 @@ class Policy:
         self.args = args
         self.step = step
         self.device = agent.device
-        # Made at the first single-observation call on a GPU (see GraphedAct); None: eager.
+        # Captured at the first single-observation call on a GPU (see GraphedAct); stays None when eager.
         self._graphed: GraphedAct | None = None
         self._use_graph = cuda_graph and self.device.type == "cuda"
 
