@@ -1,10 +1,12 @@
 """`select_action` latency alone (no ROS), on CPU or GPU: p50/p99 per image encoder.
 
     python bench/inference_latency.py [--device cuda] [--encoders cnn_3conv_1fc_0 resnet18] [--rates 30 50]
+                                      [--action_chunks 1 30]
 
-For each encoder a checkpoint is trained for two steps on a small sample dataset (the weights do
-not matter for latency, the architecture does), loaded with `load_policy(device=...)` and called
-on raw 84x84 uint8 images, as the policy node calls it. Each call follows a pause: none (back to
+For each encoder and action chunk size a checkpoint is trained for two steps on a small sample
+dataset (the weights do not matter for latency, the architecture does), loaded with
+`load_policy(device=...)` and called on raw 84x84 uint8 images, as the policy node calls it (with
+chunks, that includes the temporal ensembling). Each call follows a pause: none (back to
 back, warm caches) and one control period per --rates entry (as cold as the node's ticks).
 On CPU the figure is this thread's CPU time, which other processes do not inflate; on a GPU it
 is wall time (the copy of the action back to the host waits for the GPU), measured with the
@@ -35,19 +37,24 @@ log = logging.getLogger("bench.inference_latency")
 ENCODERS = ("cnn_3conv_1fc_0", "resnet18")
 
 
-def make_checkpoints(encoders: list[str], folder: Path) -> dict[str, Path]:
-    """A two-step checkpoint per encoder, trained on CPU on a 200-sample dataset in `folder`."""
+def make_checkpoints(encoders: list[str], folder: Path, chunks: tuple[int, ...] = (1,)) -> dict[str, Path]:
+    """A two-step checkpoint per encoder and action chunk size, trained on CPU on a 200-sample
+    dataset in `folder`; labelled by the encoder, plus ' chunkK' for chunks of K > 1 actions."""
     data = folder / "sample.hdf5"
     create_sample(data, 200, 0.0, 0, (84, 84))
     out = {}
     for enc in encoders:
-        code = train.main(["--hdf5_path", str(data), "--results_dir", str(folder / "results"), "--ExpID", enc,
-                           "--image_encoder", enc, "--max_timesteps", "2", "--batch_size", "4",
-                           "--eval_freq", "1000", "--save_freq", "1000", "--device", "cpu",
-                           "--log_level", "WARNING"])
-        if code != 0:
-            raise RuntimeError(f"training {enc} failed (exit {code})")
-        out[enc] = folder / "results" / f"Exp{enc}" / train.RUN_SUBDIR / "model_final_lapo.pth"
+        for chunk in chunks:
+            label = enc if chunk == 1 else f"{enc} chunk{chunk}"
+            exp = label.replace(" ", "_")
+            code = train.main(["--hdf5_path", str(data), "--results_dir", str(folder / "results"), "--ExpID", exp,
+                               "--image_encoder", enc, "--max_timesteps", "2", "--batch_size", "4",
+                               "--action_chunk", str(chunk), "--latent_dim", "32",
+                               "--eval_freq", "1000", "--save_freq", "1000", "--device", "cpu",
+                               "--log_level", "WARNING"])
+            if code != 0:
+                raise RuntimeError(f"training {label} failed (exit {code})")
+            out[label] = folder / "results" / f"Exp{exp}" / train.RUN_SUBDIR / "model_final_lapo.pth"
     return out
 
 
@@ -98,6 +105,8 @@ def main() -> int:
     p.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=ENCODERS, help="image encoders")
     p.add_argument("--rates", nargs="+", type=float, default=[30.0, 50.0],
                    help="control rates (Hz) whose period is used as the pause between calls")
+    p.add_argument("--action_chunks", nargs="+", type=int, default=[1, 30],
+                   help="action chunk sizes to compare (K > 1: select_action also ensembles K chunks)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = p.parse_args()
@@ -107,7 +116,8 @@ def main() -> int:
     if args.device.startswith("cuda"):
         log.info("GPU: %s, torch %s", torch.cuda.get_device_name(args.device), torch.__version__)
     with tempfile.TemporaryDirectory() as tmp:
-        results = measure_all(make_checkpoints(args.encoders, Path(tmp)), args.rates, args.device)
+        results = measure_all(make_checkpoints(args.encoders, Path(tmp), tuple(args.action_chunks)),
+                              args.rates, args.device)
     report(results, args.device)
     if args.json:
         args.json.write_text(json.dumps({"device": args.device, "isolated_ms": as_json(results)}, indent=2))

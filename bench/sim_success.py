@@ -1,6 +1,6 @@
 """LAPO vs BC on the simulated robot: closed-loop success rate of policies trained on recorded demos.
 
-    python bench/sim_success.py [--demos 20] [--steps 3000] [--eval_episodes 50] [--out bench_results/sim_success]
+    python bench/sim_success.py [--demos 50] [--steps 5000] [--eval_episodes 50] [--out bench_results/sim_success]
 
 Everything goes through the ROS nodes, as in `python -m lapo_ros.sim_loop` (whose phases it
 reuses): the MuJoCo sim's scripted demonstrator is recorded by the recorder node, LAPO and BC are
@@ -13,8 +13,8 @@ Datasets (cube poses: sim seeds 1..demos in both):
          --degraded_failure_prob botched episodes), recorded on the same cube poses.
 
 Prints a table (success rate, AverageReturn = mean highest stage reward 0..4, StdReturn, wall
-times) with the settings, and writes results.json. Recorded datasets in OUT/data are reused by a
-later run with the same --demos and image size (delete them to re-record).
+times) with the settings, and writes results.json. Recorded datasets in OUT/data (or --data) are
+reused by a later run with the same --demos and image size (delete them to re-record).
 
 Training on another machine (a GPU box without ROS or MuJoCo): copy OUT/data there, run
 `python -m lapo_learning.train --hdf5_path DATA/<condition> --results_dir RUNS --ExpID <condition>_<algo>
@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -36,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from lapo_learning.train import RUN_SUBDIR  # noqa: E402
 from lapo_ros.episode_stats import summarize_returns  # noqa: E402
 from lapo_ros.sim_loop import (INTERRUPTS, EvalConfig, LoopError, RecordConfig, RunSettings,  # noqa: E402
-                               TrainConfig, check_dataset, evaluate_policy, record_demonstrations,
-                               train_policy)
+                               TrainConfig, add_chunk_flags, check_dataset, evaluate_policy,
+                               record_demonstrations, train_policy)
 
 log = logging.getLogger("bench.sim_success")
 CONDITIONS = ("clean", "mixed")
@@ -57,7 +58,7 @@ def recorded(settings: RunSettings, cfg: RecordConfig, folder: Path) -> list[Pat
 
 
 def build_datasets(settings: RunSettings, args: argparse.Namespace) -> dict[str, Path]:
-    data = settings.out / "data" / f"{args.demos}demos_{args.image_size[0]}x{args.image_size[1]}"
+    data = (args.data or settings.out / "data") / f"{args.demos}demos_{args.image_size[0]}x{args.image_size[1]}"
     half = args.demos // 2
     clean = recorded(settings, RecordConfig(episodes=args.demos, seed=0), data / "clean")
     degraded = recorded(settings, RecordConfig(episodes=args.demos - half, seed=half,
@@ -110,16 +111,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--out", type=Path, default=Path("bench_results/sim_success"), help="output folder (default: %(default)s)")
-    a("--demos", type=int, default=20, help="demonstrations per dataset (default: %(default)s)")
+    a("--data", type=Path, default=None,
+      help="folder of the recorded datasets (default: OUT/data); lets runs with different --out share them")
+    a("--demos", type=int, default=50, help="demonstrations per dataset (default: %(default)s)")
     a("--degraded_noise_std", type=float, default=0.03,
       help="mixed: command noise (rad) of the degraded half (default: %(default)s)")
     a("--degraded_failure_prob", type=float, default=0.5,
       help="mixed: share of botched episodes in the degraded half (default: %(default)s)")
-    a("--steps", type=int, default=3000, help="training steps per policy (default: %(default)s)")
-    a("--batch_size", type=int, default=32, help="training batch size (default: %(default)s)")
+    a("--steps", type=int, default=5000, help="training steps per policy (default: %(default)s)")
+    a("--batch_size", type=int, default=64, help="training batch size (default: %(default)s)")
     a("--image_encoder", default="cnn_3conv_1fc_0", help="image backbone (default: %(default)s)")
     a("--action_space", choices=("absolute", "relative"), default="relative",
       help="what the models predict, see lapo_learning.train --help (default: %(default)s)")
+    add_chunk_flags(a)
+    a("--train_args", default="",
+      help="further lapo_learning.train flags for every policy, one string, e.g. "
+           "\"--max_latent_action 0.5\" (flags BC does not use change nothing for it)")
     a("--image_size", type=int, nargs=2, default=(48, 48), metavar=("H", "W"),
       help="stored and model image size (default: 48 48)")
     a("--render_size", type=int, nargs=2, default=None, metavar=("H", "W"),
@@ -138,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     a("--domain_id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "0")),
       help="ROS_DOMAIN_ID of all nodes (default: $ROS_DOMAIN_ID or 0)")
     args = p.parse_args(argv)
-    if args.demos < 2 or args.steps <= 0 or args.eval_episodes <= 0:
-        p.error("--demos must be >= 2, --steps and --eval_episodes > 0")
+    if args.demos < 2 or args.steps <= 0 or args.eval_episodes <= 0 or args.action_chunk <= 0:
+        p.error("--demos must be >= 2, --steps, --eval_episodes and --action_chunk > 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     INTERRUPTS.install()  # Ctrl-C/SIGTERM unwind through the finally-blocks that stop the nodes
     settings = RunSettings(out=args.out, domain_id=args.domain_id, image_size=tuple(args.image_size),
@@ -155,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 train_cfg = TrainConfig(steps=args.steps, algo=algo, image_encoder=args.image_encoder,
                                         batch_size=args.batch_size, device=args.device, seed=args.seed,
-                                        action_space=args.action_space)
+                                        action_space=args.action_space, action_chunk=args.action_chunk,
+                                        latent_dim=args.latent_dim, extra_args=tuple(shlex.split(args.train_args)))
                 run_dir = (trained_run(args.trained_in, cond, algo) if args.trained_in
                            else train_policy(settings, train_cfg, datasets[cond], f"{cond}_{algo}"))
                 t1 = time.perf_counter()

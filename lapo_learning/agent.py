@@ -34,6 +34,10 @@ class AgentConfig:
     vae_lr: float = 1e-4
     critic_lr: float = 5e-4
     augment_pad: int = 4  # random-shift pixels in training; 0 disables
+    # Actions predicted per observation (ACT's action chunking; 1 = one action, the reference).
+    action_chunk: int = 1
+    latent_dim: int = 0  # LAPO's VAE latent width; 0 = twice the predicted action width (the reference)
+    joints_to_policy: bool = True  # LAPO: VAE and actor also see the normalised joints (LAPOAgent.policy_input)
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -44,6 +48,10 @@ class AgentConfig:
             raise ValueError(f"discount must be in [0, 1), got {self.discount}")
         if not 0.0 < self.tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if self.action_chunk < 1:
+            raise ValueError(f"action_chunk must be >= 1, got {self.action_chunk}")
+        if self.latent_dim < 0:
+            raise ValueError(f"latent_dim must be >= 0, got {self.latent_dim}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,6 +59,7 @@ class AgentConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AgentConfig":
         names = {f.name for f in fields(cls)}
+        d = {"joints_to_policy": False, **d}  # checkpoints from before the option had feature-only heads
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -73,6 +82,8 @@ class Agent:
             joint_backbone=config.joint_backbone, pretrained=config.pretrained,
         ).to(self.device)
         self.aug_generator = torch.Generator(device=self.device)
+        # Width of what the heads predict: a chunk of action_chunk actions, flattened.
+        self.action_width = schema.action_dim * config.action_chunk
 
     def seed(self, seed: int) -> None:
         self.aug_generator.manual_seed(seed)

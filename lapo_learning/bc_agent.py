@@ -19,7 +19,7 @@ class BCAgent(Agent):
     def __init__(self, schema: ObservationSchema, config: AgentConfig, device: torch.device | str) -> None:
         super().__init__(schema, config, device)
         h = config.hidden_dim
-        self.head = mlp(config.obs_feature_dim, (h, h, h), schema.action_dim).to(self.device)
+        self.head = mlp(config.obs_feature_dim, (h, h, h), self.action_width).to(self.device)
         self.optimizer = torch.optim.Adam(
             [{"params": self.head.parameters()}, {"params": self.encoder.parameters()}], lr=config.actor_lr)
 

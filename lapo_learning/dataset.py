@@ -62,6 +62,18 @@ class OfflineDataset:
         ok[self.episode_ends - 1] = False
         return ok | self.terminals
 
+    def action_chunks(self, size: int) -> np.ndarray:
+        """float32 [N,size,A]: each sample's action and the next size-1 of its episode.
+
+        Past the episode's end the last action is repeated: the demonstrator holds its final
+        command, so that is what the chunk's tail means (ACT pads and masks instead).
+        """
+        if size < 1:
+            raise ValueError(f"action chunk size must be >= 1, got {size}")
+        last = np.repeat(self.episode_ends - 1, self.episode_ends - self.episode_starts)
+        steps = np.minimum(np.arange(len(self))[:, None] + np.arange(size)[None], last[:, None])
+        return self.actions[steps]
+
     def episode_indices(self, episodes: np.ndarray) -> np.ndarray:
         starts, ends = self.episode_starts, self.episode_ends
         return np.concatenate([np.arange(starts[e], ends[e]) for e in episodes]).astype(np.int64)

@@ -11,6 +11,10 @@ Per train step, on one batch:
 3. Latent actor on detached features: maximise Q1(s, decode_target(s, max_latent*tanh(.))).
 4. Polyak averaging (tau) of critic, actor and VAE targets.
 
+With `action_chunk` K > 1 an "action" is a chunk of the next K actions, flattened: the VAE, the
+actor's decoded action and the critic's Q input are all K*A wide (the reference is K = 1); the
+VAE's reconstruction error is averaged over the chunk's steps.
+
 Deviation from the reference: target networks reuse the online encoder's (detached) features of s
 and s' rather than a separate target encoder, which would cost a third image-encoder pass per step;
 the critic heads themselves still have Polyak targets.
@@ -91,11 +95,12 @@ class LAPOAgent(Agent):
     def __init__(self, schema: ObservationSchema, config: AgentConfig, device: torch.device | str,
                  value_range: tuple[float, float]) -> None:
         super().__init__(schema, config, device)
-        c, f, a = config, config.obs_feature_dim, schema.action_dim
-        latent = 2 * a
-        self.vae = ActionVAE(f, a, latent, c.hidden_dim, c.max_latent_action).to(self.device)
+        c, f, a = config, config.obs_feature_dim, self.action_width
+        latent = c.latent_dim or 2 * a
+        head_in = f + schema.joint_dim if c.joints_to_policy else f
+        self.vae = ActionVAE(head_in, a, latent, c.hidden_dim, c.max_latent_action).to(self.device)
         self.vae_target = copy.deepcopy(self.vae)
-        self.actor = LatentActor(f, latent, c.hidden_dim, c.max_latent_action).to(self.device)
+        self.actor = LatentActor(head_in, latent, c.hidden_dim, c.max_latent_action).to(self.device)
         self.actor_target = copy.deepcopy(self.actor)
         self.critic = Critic(f, a, c.hidden_dim).to(self.device)
         self.critic_target = copy.deepcopy(self.critic)
@@ -118,11 +123,20 @@ class LAPOAgent(Agent):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"critic": self.critic_optimizer, "vae": self.vae_optimizer, "actor": self.actor_optimizer}
 
+    def policy_input(self, feat: torch.Tensor, joint: torch.Tensor) -> torch.Tensor:
+        """What the VAE and the actor condition on: the (detached) fused feature, and with
+        `joints_to_policy` the normalised joint vector beside it. The critic-trained feature keeps
+        what predicts value, not the arm's exact configuration that a joint target is relative to
+        (on the sim's demos a head on the feature alone fits chunks to 0.45 of the mean predictor's
+        error, with the joints beside it to 0.04); the joints are an input, not encoder weights, so
+        the gradient-flow rule holds."""
+        return torch.cat([feat, joint], dim=1) if self.config.joints_to_policy else feat
+
     def train_step(self, batch: Batch) -> dict[str, float]:
         feat, next_feat, metrics = self.critic_step(batch)
         feat, next_feat = feat.detach(), next_feat.detach()
         metrics.update(self.vae_step(feat, next_feat, batch))
-        metrics.update(self.actor_step(feat))
+        metrics.update(self.actor_step(feat, batch.joint))
         self.update_targets()
         return metrics
 
@@ -132,9 +146,10 @@ class LAPOAgent(Agent):
         with torch.no_grad():
             f_d, nf_d = feat.detach(), next_feat.detach()
             target_q = batch.reward + batch.not_done * c.discount * self.critic_target.v(nf_d)
-            latent = self.actor_target(f_d)
+            cond = self.policy_input(f_d, batch.joint)
+            latent = self.actor_target(cond)
             noise = (torch.randn_like(latent) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
-            pi_action = self.vae_target.decode(f_d, latent + noise)
+            pi_action = self.vae_target.decode(cond, latent + noise)
             tq1, tq2 = self.critic_target(f_d, pi_action)
             target_v = c.doubleq_min * torch.min(tq1, tq2) + (1 - c.doubleq_min) * torch.max(tq1, tq2)
             target_q = target_q.clamp(self.min_v, self.max_v)
@@ -162,8 +177,12 @@ class LAPOAgent(Agent):
 
     def vae_step(self, feat: torch.Tensor, next_feat: torch.Tensor, batch: Batch) -> dict[str, float]:
         adv, weights = self.advantage_weights(feat, next_feat, batch)
-        recon, mean, log_var = self.vae(feat, batch.action)
+        recon, mean, log_var = self.vae(self.policy_input(feat, batch.joint), batch.action)
+        # Summed over one action's dimensions, as in the reference, and averaged over a chunk's steps:
+        # summed over K*A values it would drown the KL term, and z, not the observation, would carry
+        # the action (decoding the actor's latent then leaves the data).
         recon_loss = F.mse_loss(recon, batch.action, reduction="none").sum(dim=1, keepdim=True)
+        recon_loss = recon_loss / self.config.action_chunk
         kl = kl_divergence(mean, log_var)
         loss = (weights * (recon_loss + self.config.kl_beta * kl)).mean()
         self.vae_optimizer.zero_grad(set_to_none=True)
@@ -172,8 +191,9 @@ class LAPOAgent(Agent):
         return {"vae_loss": loss.item(), "recon_loss": recon_loss.mean().item(), "kl_loss": kl.mean().item(),
                 "adv_mean": adv.mean().item(), "adv_pos_frac": (adv > 0).float().mean().item()}
 
-    def actor_step(self, feat: torch.Tensor) -> dict[str, float]:
-        action = self.vae_target.decode(feat, self.actor(feat))
+    def actor_step(self, feat: torch.Tensor, joint: torch.Tensor) -> dict[str, float]:
+        cond = self.policy_input(feat, joint)
+        action = self.vae_target.decode(cond, self.actor(cond))
         loss = -self.critic.q1(feat, action).mean()
         self.actor_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -190,8 +210,8 @@ class LAPOAgent(Agent):
 
     @torch.no_grad()
     def act(self, images: list[torch.Tensor], joint: torch.Tensor) -> torch.Tensor:
-        feat = self.encoder(images, joint)
-        return self.vae_target.decode(feat, self.actor(feat))
+        cond = self.policy_input(self.encoder(images, joint), joint)
+        return self.vae_target.decode(cond, self.actor(cond))
 
     @torch.no_grad()
     def validation_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -201,4 +221,5 @@ class LAPOAgent(Agent):
         _, weights = self.advantage_weights(feat, next_feat, batch)
         target = batch.reward + batch.not_done * self.config.discount * self.critic_target.v(next_feat)
         td = (self.critic.q1(feat, batch.action) - target.clamp(self.min_v, self.max_v)) ** 2
-        return {"pred": self.vae_target.decode(feat, self.actor(feat)), "weight": weights, "td": td}
+        cond = self.policy_input(feat, batch.joint)
+        return {"pred": self.vae_target.decode(cond, self.actor(cond)), "weight": weights, "td": td}

@@ -12,6 +12,7 @@ import torch
 from lapo_learning.agent import Agent
 from lapo_learning.checkpoint import load_checkpoint, restore_agent
 from lapo_learning.schema import DatasetStatistics, ObservationSchema, resize_image
+from lapo_learning.temporal_ensemble import TemporalEnsemble
 
 log = logging.getLogger("lapo_learning.policy")
 
@@ -52,35 +53,52 @@ class Policy:
     """Raw camera images + raw joints in, raw (unnormalised) joint commands out.
 
     Does exactly the preprocessing of training: `resize_image` to the schema's size, joint
-    z-scoring with the training statistics, and un-normalises the action.
+    z-scoring with the training statistics, and un-normalises the action. A policy trained with
+    action chunks (`action_chunk` > 1) is stateful in `select_action`: it averages the overlapping
+    chunks of successive calls (TemporalEnsemble), so call it once per control tick and `reset()`
+    it when an episode starts or ticks were skipped.
     """
 
     def __init__(self, agent: Agent, stats: DatasetStatistics, args: dict[str, Any], step: int,
-                 cuda_graph: bool = True) -> None:
+                 cuda_graph: bool = True, ensemble_decay: float = 0.01) -> None:
         self.agent = agent
         self.schema: ObservationSchema = agent.schema
         self.stats = stats
         self.args = args
         self.step = step
         self.device = agent.device
+        self.chunk_size = agent.config.action_chunk
+        self.ensemble = TemporalEnsemble(self.chunk_size, ensemble_decay) if self.chunk_size > 1 else None
         # Captured at the first single-observation call on a GPU (see GraphedAct); stays None when eager.
         self._graphed: GraphedAct | None = None
         self._use_graph = cuda_graph and self.device.type == "cuda"
+
+    def reset(self) -> None:
+        """Forget earlier calls' chunks: the next `select_action` starts a new trajectory."""
+        if self.ensemble is not None:
+            self.ensemble.reset()
 
     def warm_up(self) -> None:
         """One call on blank inputs, so that lazy set-up (first-call allocations, on a GPU the CUDA
         graph capture) happens now rather than in a control loop's first tick."""
         blank = np.zeros((*self.schema.image_size, 3), dtype=np.uint8)
         self.select_action(blank, blank, blank, np.zeros(self.schema.joint_dim, dtype=np.float32))
+        self.reset()
 
     def select_action(self, left_img: np.ndarray, right_img: np.ndarray, global_img: np.ndarray,
                       joint: np.ndarray) -> np.ndarray:
-        """One observation -> float32 action [A]."""
-        return self.select_action_batch([left_img], [right_img], [global_img], np.asarray(joint)[None])[0]
+        """One observation -> float32 action [A] for this tick (ensembled over chunks, see the class)."""
+        chunk = self.predict_chunks([left_img], [right_img], [global_img], np.asarray(joint)[None])[0]
+        return chunk[0] if self.ensemble is None else self.ensemble(chunk)
 
     def select_action_batch(self, left_imgs: Sequence[np.ndarray], right_imgs: Sequence[np.ndarray],
                             global_imgs: Sequence[np.ndarray], joints: np.ndarray) -> np.ndarray:
-        """B observations -> float32 actions [B, A]."""
+        """B observations -> float32 actions [B, A]: each chunk's first action (stateless)."""
+        return self.predict_chunks(left_imgs, right_imgs, global_imgs, joints)[:, 0]
+
+    def predict_chunks(self, left_imgs: Sequence[np.ndarray], right_imgs: Sequence[np.ndarray],
+                       global_imgs: Sequence[np.ndarray], joints: np.ndarray) -> np.ndarray:
+        """B observations -> float32 action chunks [B, K, A] (K = 1 without chunking), stateless."""
         joints = np.asarray(joints, dtype=np.float32)
         if joints.ndim != 2 or joints.shape[1] != self.schema.joint_dim:
             raise ValueError(f"joint: expected shape [B, {self.schema.joint_dim}], got {joints.shape}")
@@ -97,8 +115,8 @@ class Policy:
             images.append(torch.from_numpy(arr).to(self.device))
         joint_t = torch.from_numpy(self.stats.joint.normalize(joints)).to(self.device)
         with torch.inference_mode():
-            action = self._act(images, joint_t).cpu().numpy()
-        return self.stats.actions_from_targets(action, joints)
+            targets = self._act(images, joint_t).cpu().numpy()
+        return self.stats.chunks_from_targets(targets, joints)
 
     def _act(self, images: list[torch.Tensor], joint: torch.Tensor) -> torch.Tensor:
         if not self._use_graph or len(joint) != 1:
@@ -113,11 +131,14 @@ class Policy:
         return self._graphed(images, joint)
 
 
-def load_policy(path: str | Path, device: str = "cpu", cuda_graph: bool = True) -> Policy:
+def load_policy(path: str | Path, device: str = "cpu", cuda_graph: bool = True,
+                ensemble_decay: float = 0.01) -> Policy:
     """Load a checkpoint for inference; raises CheckpointError with the reason if it is not one.
 
     On a CUDA device, single observations run through a CUDA graph unless `cuda_graph` is False.
+    `ensemble_decay`: TemporalEnsemble's weight decay for checkpoints trained with action chunks
+    (ACT's 0.01 by default; larger follows new predictions faster).
     """
     ckpt = load_checkpoint(path)
     agent, stats = restore_agent(ckpt, device, path)
-    return Policy(agent, stats, json.loads(ckpt["args"]), int(ckpt["step"]), cuda_graph)
+    return Policy(agent, stats, json.loads(ckpt["args"]), int(ckpt["step"]), cuda_graph, ensemble_decay)

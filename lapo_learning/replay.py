@@ -18,7 +18,7 @@ from lapo_learning.schema import CAMERAS, DatasetStatistics, Normalizer, relativ
 class Batch:
     images: list[torch.Tensor]  # per camera uint8 [B,H,W,3]
     joint: torch.Tensor  # normalised [B,J]
-    action: torch.Tensor  # normalised model targets [B,A] (DatasetStatistics.action_targets)
+    action: torch.Tensor  # normalised model targets [B,K*A] (DatasetStatistics.action_targets)
     reward: torch.Tensor  # scaled [B,1]
     not_done: torch.Tensor  # [B,1]
     next_images: list[torch.Tensor]
@@ -29,20 +29,22 @@ class Batch:
 
 
 def fit_statistics(ds: OfflineDataset, indices: np.ndarray, reward_scale: float | None = None,
-                   relative_actions: bool = False) -> DatasetStatistics:
+                   relative_actions: bool = False, action_chunk: int = 1) -> DatasetStatistics:
     """Normalisation from the training split only (validation stays unseen).
 
     Rewards are divided by the split's max |r| unless `reward_scale` is given, which keeps the
     value range, and so the critic's targets, of the same order whatever the task's reward units.
     `relative_actions`: the model's targets are action - joint position (see DatasetStatistics).
+    `action_chunk`: the model predicts chunks of this many actions, each step normalised on its own.
     """
     actions, joints = ds.actions[indices], ds.joint[indices]
     if reward_scale is None:
         reward_scale = float(np.abs(ds.rewards[indices]).max()) or 1.0
     index = ds.schema.action_joint_index() if relative_actions else None
+    targets = relative_to_joints(ds.action_chunks(action_chunk)[indices], joints, index)
     return DatasetStatistics(
         joint=Normalizer.fit(joints),
-        action=Normalizer.fit(relative_to_joints(actions, joints, index)),
+        action=Normalizer.fit(targets.reshape(len(targets), -1)),
         action_min=actions.min(axis=0),
         action_max=actions.max(axis=0),
         reward_scale=reward_scale,
@@ -52,7 +54,7 @@ def fit_statistics(ds: OfflineDataset, indices: np.ndarray, reward_scale: float 
 
 class ReplayBuffer:
     def __init__(self, ds: OfflineDataset, episodes: np.ndarray, stats: DatasetStatistics,
-                 device: torch.device | str, seed: int) -> None:
+                 device: torch.device | str, seed: int, action_chunk: int = 1) -> None:
         self.device = torch.device(device)
         idx = ds.episode_indices(episodes)
         # Whole episodes are selected, so every next index stays inside the subset: remap it.
@@ -66,7 +68,7 @@ class ReplayBuffer:
 
         self.images = [put(ds.images[c][idx]) for c in CAMERAS]
         self.joint = put(stats.joint.normalize(ds.joint[idx]))
-        self.action = put(stats.action_targets(ds.actions[idx], ds.joint[idx]))
+        self.action = put(stats.action_targets(ds.action_chunks(action_chunk)[idx], ds.joint[idx]))
         self.reward = put((ds.rewards[idx] / stats.reward_scale).astype(np.float32)).unsqueeze(1)
         self.not_done = put((~ds.terminals[idx]).astype(np.float32)).unsqueeze(1)
         self.next = put(nxt)

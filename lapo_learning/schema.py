@@ -182,12 +182,13 @@ def _generic(names: Sequence[str]) -> bool:
 
 
 def relative_to_joints(actions: np.ndarray, joints: np.ndarray, index: Sequence[int] | None) -> np.ndarray:
-    """Actions [N,A] minus the positions [N,J] of their joints (`index` into the joint vector);
-    the actions unchanged when `index` is None."""
+    """Actions [N,A] or action chunks [N,K,A] minus the positions [N,J] of their joints (`index` into
+    the joint vector) at the chunk's first step; the actions unchanged when `index` is None."""
     actions = np.asarray(actions, dtype=np.float32)
     if index is None:
         return actions
-    return actions - np.asarray(joints, dtype=np.float32)[:, list(index)]
+    position = np.asarray(joints, dtype=np.float32)[:, list(index)]
+    return actions - (position[:, None] if actions.ndim == 3 else position)
 
 
 @dataclass
@@ -195,7 +196,8 @@ class DatasetStatistics:
     """Normalisation fitted on the training split, stored in the checkpoint with the schema."""
 
     joint: Normalizer
-    action: Normalizer  # of the model's action targets: raw actions, or action - joint (relative)
+    # Of the model's targets, K*A wide for chunks of K actions: raw actions, or action - joint (relative).
+    action: Normalizer
     action_min: np.ndarray  # raw actions, for the policy node's default limits
     action_max: np.ndarray
     reward_scale: float = 1.0
@@ -204,16 +206,23 @@ class DatasetStatistics:
     # (these indices into the joint vector); None: absolute actions.
     action_joint_index: tuple[int, ...] | None = None
 
-    def action_targets(self, actions: np.ndarray, joints: np.ndarray) -> np.ndarray:
-        """Raw actions [N,A] and the raw joints [N,J] they were commanded at -> normalised targets."""
-        return self.action.normalize(relative_to_joints(actions, joints, self.action_joint_index))
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_min)
 
-    def actions_from_targets(self, targets: np.ndarray, joints: np.ndarray) -> np.ndarray:
-        """Inverse of `action_targets`: normalised model outputs [N,A] at raw joints [N,J] -> raw actions."""
-        actions = self.action.unnormalize(targets)
+    def action_targets(self, chunks: np.ndarray, joints: np.ndarray) -> np.ndarray:
+        """Raw action chunks [N,K,A] (K = 1: single actions) and the raw joints [N,J] measured at
+        their first step -> normalised model targets [N,K*A]."""
+        rel = relative_to_joints(chunks, joints, self.action_joint_index)
+        return self.action.normalize(rel.reshape(len(rel), -1))
+
+    def chunks_from_targets(self, targets: np.ndarray, joints: np.ndarray) -> np.ndarray:
+        """Inverse of `action_targets`: normalised model outputs [N,K*A] at raw joints [N,J] -> raw
+        action chunks [N,K,A]."""
+        chunks = self.action.unnormalize(targets).reshape(len(targets), -1, self.action_dim)
         if self.action_joint_index is not None:
-            actions = actions + np.asarray(joints, dtype=np.float32)[:, list(self.action_joint_index)]
-        return actions
+            chunks = chunks + np.asarray(joints, dtype=np.float32)[:, None, list(self.action_joint_index)]
+        return chunks
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -76,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
       help="what the model predicts: the recorded action (absolute), or the action minus the measured "
            "position of the same-named joint (relative: for position-commanded arms, whose next target "
            "is near where they are; the motion is then the target, not a small part of it)")
+    a("--action_chunk", type=int, default=1,
+      help="actions predicted per observation (ACT's action chunking): the model outputs the next K "
+           "recorded actions and the policy averages the overlapping predictions for each tick "
+           "(temporal ensembling); 1 = one action per observation, as in the LAPO reference")
+    a("--latent_dim", type=int, default=0,
+      help="LAPO's VAE latent width; 0 = twice the predicted action width (16 actions x chunk x 2)")
+    a("--features_only_policy", action="store_true",
+      help="LAPO: the VAE and the actor see only the fused observation feature (the reference's single "
+           "state input), not also the normalised joint vector beside it")
     a("--reward_scale", type=float, default=None,
       help="divide rewards by this (default: the training split's max |reward|)")
     a("--train_test_split", type=float, default=0.8, help="fraction of EPISODES used for training")
@@ -96,7 +105,8 @@ def agent_config(args: argparse.Namespace) -> AgentConfig:
         discount=args.discount, tau=args.tau, expectile=args.expectile, kl_beta=args.kl_beta,
         max_latent_action=args.max_latent_action, doubleq_min=args.doubleq_min,
         policy_noise=0.0 if args.no_noise else 0.2, actor_lr=args.actor_lr, vae_lr=args.vae_lr,
-        critic_lr=args.critic_lr, augment_pad=args.augment_pad,
+        critic_lr=args.critic_lr, augment_pad=args.augment_pad, action_chunk=args.action_chunk,
+        latent_dim=args.latent_dim, joints_to_policy=not args.features_only_policy,
     )
 
 
@@ -207,13 +217,15 @@ def train(args: argparse.Namespace) -> Path:
         agent.schema.require_compatible(ds.schema, f"{args.hdf5_path} does not match checkpoint {src}")
         log.info("resuming from %s (step %d)", src, resume["step"])
     else:
-        stats = fit_statistics(ds, train_idx, args.reward_scale, relative_actions=args.action_space == "relative")
+        stats = fit_statistics(ds, train_idx, args.reward_scale, relative_actions=args.action_space == "relative",
+                               action_chunk=args.action_chunk)
         scaled = ds.rewards[train_idx] / stats.reward_scale
         stats.extra[VALUE_RANGE_KEY] = [float(scaled.min()), float(scaled.max())]
         agent = build_agent(ds.schema, agent_config(args), stats, device)
         agent.seed(args.seed)
-    train_buf = ReplayBuffer(ds, train_eps, stats, device, seed=args.seed)
-    val_buf = ReplayBuffer(ds, val_eps, stats, device, seed=args.seed + 1)
+    chunk = agent.config.action_chunk  # a resumed run keeps its checkpoint's chunk size
+    train_buf = ReplayBuffer(ds, train_eps, stats, device, seed=args.seed, action_chunk=chunk)
+    val_buf = ReplayBuffer(ds, val_eps, stats, device, seed=args.seed + 1, action_chunk=chunk)
     del ds  # the buffers hold what training needs
     start = 0
     if resume is not None:
@@ -269,7 +281,7 @@ def train(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for flag in ("batch_size", "max_timesteps", "eval_freq", "save_freq"):
+    for flag in ("batch_size", "max_timesteps", "eval_freq", "save_freq", "action_chunk"):
         if getattr(args, flag) <= 0:
             log.error("--%s must be > 0, got %s", flag, getattr(args, flag))
             return 2

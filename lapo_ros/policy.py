@@ -64,6 +64,7 @@ class PolicyParams:
     control_rate: float  # 0 = the checkpoint's recording rate
     default_control_rate: float
     autostart: bool
+    ensemble_decay: float
     max_delta_per_tick: float
     joint_lower_limits: tuple[float, ...]  # () = from the training actions
     joint_upper_limits: tuple[float, ...]
@@ -77,7 +78,7 @@ class PolicyParams:
             raise ParameterError("parameter 'checkpoint' is not set: give the .pth file written by lapo_learning.train")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ParameterError(f"parameter 'device' is {self.device!r} but CUDA is not available here; use cpu")
-        for name in ("torch_threads", "control_rate", "limit_margin", "trajectory_time_from_start"):
+        for name in ("torch_threads", "control_rate", "ensemble_decay", "limit_margin", "trajectory_time_from_start"):
             if not getattr(self, name) >= 0:
                 raise ParameterError(f"parameter '{name}' must be >= 0, got {getattr(self, name)}")
         for name in ("default_control_rate", "max_delta_per_tick", "diagnostics_period", "diagnostics_log_every"):
@@ -96,6 +97,9 @@ def declare_policy_parameters(node: Node) -> PolicyParams:
         default_control_rate=_declare(node, "default_control_rate", 30.0,
                                       "command rate (Hz) when control_rate is 0 and the checkpoint has none"),
         autostart=_declare(node, "autostart", False, "publish commands from the start (else wait for ~/enable)"),
+        ensemble_decay=_declare(node, "ensemble_decay", 0.01,
+                                "checkpoints with action chunks: temporal-ensembling weight decay, "
+                                "weights exp(-decay*i) with i = 0 the oldest prediction (ACT's 0.01)"),
         max_delta_per_tick=_declare(node, "max_delta_per_tick", 0.05,
                                     "largest change of any joint command per tick (command units, e.g. rad); "
                                     "the first tick after enabling is measured from the joint state"),
@@ -130,7 +134,7 @@ class PolicyNode(Node):
         if p.torch_threads:
             torch.set_num_threads(p.torch_threads)
 
-        self.policy: Policy = load_policy(p.checkpoint, p.device)
+        self.policy: Policy = load_policy(p.checkpoint, p.device, ensemble_decay=p.ensemble_decay)
         inputs = self.inputs_params
         configured = ObservationSchema(
             image_size=self.policy.schema.image_size, joint_names=inputs.joint_names,
@@ -185,8 +189,10 @@ class PolicyNode(Node):
     # Enable/disable -------------------------------------------------------------------------------
     def _set_enabled(self, enabled: bool) -> None:
         if enabled and not self.enabled:
-            # Re-enabling starts again from the measured position, with fresh period statistics.
+            # Re-enabling starts again from the measured position, with fresh period statistics
+            # and no action chunks from before.
             self.safety.reset()
+            self.policy.reset()
             self.stats.start(self._now_s())
         self.enabled = enabled
         self.get_logger().info("enabled: publishing commands" if enabled else "disabled: not publishing")
@@ -215,6 +221,7 @@ class PolicyNode(Node):
         if sample is None:
             self.stats.count("stale_skips")
             self.safety.reset()  # the robot may have moved meanwhile: resume from the measurement
+            self.policy.reset()  # older chunks' steps no longer line up with the ticks
             stale = self.inputs.sampler.stale_streams(now.nanoseconds * 1e-9)
             self.get_logger().warning(
                 f"not publishing: no recent input on {', '.join(self.inputs.topics[s] for s in stale)} "

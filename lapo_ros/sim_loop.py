@@ -429,6 +429,19 @@ class TrainConfig:
     device: str = "cpu"
     seed: int = 0
     action_space: str = "relative"  # lapo_learning.train --action_space
+    # ACT-style action chunks of 1 s at the 30 Hz recording rate (the README's sim benchmark table
+    # compares them with single actions); latent 32 = the reference's 2 x 16 for one action.
+    action_chunk: int = 30  # lapo_learning.train --action_chunk
+    latent_dim: int = 32  # lapo_learning.train --latent_dim
+    extra_args: tuple[str, ...] = ()  # further lapo_learning.train flags, as given
+
+
+def add_chunk_flags(add_argument: Callable[..., Any]) -> None:
+    """--action_chunk and --latent_dim, defaulting to TrainConfig's (shared with bench/sim_success.py)."""
+    add_argument("--action_chunk", type=int, default=TrainConfig.action_chunk,
+                 help="actions predicted per observation, see lapo_learning.train --help (default: %(default)s)")
+    add_argument("--latent_dim", type=int, default=TrainConfig.latent_dim,
+                 help="LAPO's VAE latent width, see lapo_learning.train --help (default: %(default)s)")
 
 
 def train_policy(settings: RunSettings, cfg: TrainConfig, dataset_dir: Path, exp_id: str) -> Path:
@@ -438,7 +451,8 @@ def train_policy(settings: RunSettings, cfg: TrainConfig, dataset_dir: Path, exp
             "--algo", cfg.algo, "--image_encoder", cfg.image_encoder, "--image_size", str(h), str(w),
             "--max_timesteps", str(cfg.steps), "--eval_freq", str(max(cfg.steps // 10, 1)),
             "--save_freq", str(cfg.steps), "--batch_size", str(cfg.batch_size), "--device", cfg.device,
-            "--seed", str(cfg.seed), "--action_space", cfg.action_space]
+            "--seed", str(cfg.seed), "--action_space", cfg.action_space, "--action_chunk", str(cfg.action_chunk),
+            "--latent_dim", str(cfg.latent_dim), *cfg.extra_args]
     log.info("training: python -m lapo_learning.train %s", " ".join(argv))
     rc = train_main(argv)
     run_dir = settings.out / "results" / f"Exp{exp_id}" / RUN_SUBDIR
@@ -543,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--action_space", choices=("absolute", "relative"), default="relative",
       help="what the model predicts, see lapo_learning.train --help (default: %(default)s: the arms are "
            "position-commanded and move little per tick)")
+    add_chunk_flags(a)
     a("--device", default="cpu", help="torch device for training (default: %(default)s)")
     a("--eval_episodes", type=int, default=3, help="evaluation episodes (default: %(default)s)")
     a("--eval_seed", type=int, default=1000,
@@ -563,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for name in ("episodes", "steps", "batch_size", "eval_episodes"):
+    for name in ("episodes", "steps", "batch_size", "eval_episodes", "action_chunk"):
         if getattr(args, name) <= 0:
             p.error(f"--{name} must be > 0, got {getattr(args, name)}")
     if min(args.image_size) < 36:
@@ -603,7 +618,8 @@ def main(argv: list[str] | None = None) -> int:
 
         train_cfg = TrainConfig(steps=args.steps, algo=args.algo, image_encoder=args.image_encoder,
                                 batch_size=args.batch_size, device=args.device, seed=args.seed,
-                                action_space=args.action_space)
+                                action_space=args.action_space, action_chunk=args.action_chunk,
+                                latent_dim=args.latent_dim)
         run_dir = (settings.out / "results" / f"Exp{exp_id}" / RUN_SUBDIR if args.skip_training
                    else train_policy(settings, train_cfg, dataset_dir, exp_id))
         checkpoint = run_dir / f"model_{args.checkpoint}_{args.algo}.pth"

@@ -84,3 +84,17 @@ def test_flat_sample_file_and_episode_split(sample_file):
     val_idx = set(ds.episode_indices(val).tolist())
     train_idx = set(ds.episode_indices(train).tolist())
     assert not val_idx & train_idx and len(val_idx) + len(train_idx) == len(ds)
+
+
+def test_action_chunks_stay_inside_their_episode(tmp_path):
+    write_episode(tmp_path / "ep_000.hdf5", 3)
+    write_episode(tmp_path / "ep_001.hdf5", 2)
+    ds = load_dataset(tmp_path)
+    ds.actions = np.arange(len(ds), dtype=np.float32)[:, None] * np.ones((1, 16), np.float32)
+    chunks = ds.action_chunks(3)
+    assert chunks.shape == (5, 3, 16)
+    # the tail of an episode repeats its last action, never the next episode's first
+    np.testing.assert_array_equal(chunks[:, :, 0], [[0, 1, 2], [1, 2, 2], [2, 2, 2], [3, 4, 4], [4, 4, 4]])
+    np.testing.assert_array_equal(ds.action_chunks(1)[:, 0], ds.actions)
+    with pytest.raises(ValueError, match="chunk size must be >= 1"):
+        ds.action_chunks(0)

@@ -12,13 +12,13 @@ from lapo_learning.lapo_agent import LAPOAgent
 from lapo_learning.replay import ReplayBuffer, fit_statistics
 
 
-@pytest.fixture
-def lapo(sample_file):
+@pytest.fixture(params=[True, False], ids=["joints_to_policy", "features_only"])
+def lapo(sample_file, request):
     torch.manual_seed(0)
     ds = load_dataset(sample_file)
     episodes = np.arange(ds.n_episodes)
     stats = fit_statistics(ds, ds.episode_indices(episodes))
-    agent = LAPOAgent(ds.schema, AgentConfig(), "cpu", value_range=(0.0, 1.0))
+    agent = LAPOAgent(ds.schema, AgentConfig(joints_to_policy=request.param), "cpu", value_range=(0.0, 1.0))
     buf = ReplayBuffer(ds, episodes, stats, "cpu", seed=0)
     return agent, buf
 
@@ -66,7 +66,7 @@ def test_encoder_moves_on_critic_step_only(lapo):
     assert not identical(vae_before, params_of(agent.vae))
 
     actor_before = params_of(agent.actor)
-    agent.actor_step(feat.detach())
+    agent.actor_step(feat.detach(), batch.joint)
     assert identical(after_critic, params_of(agent.encoder)), "actor step changed the encoder"
     assert not identical(actor_before, params_of(agent.actor))
 
@@ -93,3 +93,20 @@ def test_bc_trains_its_encoder(sample_file):
     before = params_of(agent.encoder)
     agent.train_step(buf.sample(8))
     assert not identical(before, params_of(agent.encoder))
+
+
+def test_policy_heads_see_the_joints_beside_the_feature(lapo):
+    agent, buf = lapo
+    batch = buf.sample(4)
+    feat = agent.encoder(batch.images, batch.joint).detach()
+    cond = agent.policy_input(feat, batch.joint)
+    extra = batch.joint.shape[1] if agent.config.joints_to_policy else 0
+    assert cond.shape == (4, agent.config.obs_feature_dim + extra)
+    assert agent.actor.net[0].in_features == cond.shape[1]
+
+
+def test_checkpoint_configs_from_before_joints_to_policy_load_as_features_only():
+    assert AgentConfig().joints_to_policy
+    old = {k: v for k, v in AgentConfig().to_dict().items() if k != "joints_to_policy"}
+    assert not AgentConfig.from_dict(old).joints_to_policy
+    assert AgentConfig.from_dict(AgentConfig().to_dict()).joints_to_policy

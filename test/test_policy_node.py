@@ -36,6 +36,7 @@ from trajectory_msgs.msg import JointTrajectory
 from lapo_learning import dataset_format as fmt
 from lapo_learning.policy import load_policy
 from lapo_learning.schema import CAMERAS, ObservationSchema
+from lapo_learning.temporal_ensemble import TemporalEnsemble
 from lapo_ros.image_msgs import rgb_to_image_msg
 from lapo_ros.observation_inputs import InputError
 from lapo_ros.policy import PolicyNode
@@ -57,10 +58,8 @@ def _run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, **kw)
 
 
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory) -> Path:
+def train_checkpoint(root: Path, *train_flags: str) -> Path:
     """A tiny checkpoint trained by the CLIs on the sample dataset renamed to the robot's joints."""
-    root = tmp_path_factory.mktemp("policy_ckpt")
     data = root / "sample.hdf5"
     made = _run([sys.executable, "-m", "lapo_learning.create_dataset", "--create_sample", "--output", str(data),
                  "--n_samples", "400", "--image_size", "40", "40"])
@@ -73,9 +72,14 @@ def checkpoint(tmp_path_factory) -> Path:
     trained = _run([sys.executable, "-m", "lapo_learning.train", "--hdf5_path", str(data), "--ExpID", "p",
                     "--results_dir", str(root / "results"), "--max_timesteps", "10", "--batch_size", "8",
                     "--eval_freq", "1000", "--save_freq", "1000", "--image_size", "40", "40",
-                    "--device", "cpu", "--log_level", "WARNING"])
+                    "--device", "cpu", "--log_level", "WARNING", *train_flags])
     assert trained.returncode == 0, trained.stderr
     return root / "results" / "Expp" / "multimodal_robot" / "model_final_lapo.pth"
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    return train_checkpoint(tmp_path_factory.mktemp("policy_ckpt"))
 
 
 @pytest.fixture(scope="module")
@@ -383,6 +387,39 @@ def test_joint_trajectory_commands_carry_names_and_one_period(ros, checkpoint):
         duration = msg.points[0].time_from_start
         assert duration.sec + duration.nanosec * 1e-9 == pytest.approx(1.0 / DATA_RATE_HZ)
         np.testing.assert_allclose(cmd, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_action_chunks_are_ensembled_from_each_enable(ros, tmp_path):
+    """A chunked checkpoint: on constant inputs the commands follow TemporalEnsemble from the first
+    tick, and re-enabling starts the ensemble again (no chunk from before is reused)."""
+    chunked = train_checkpoint(tmp_path, "--action_chunk", "4", "--latent_dim", "16")
+    decay = 0.5
+    node = make_node(chunked, "/chunk", autostart=True, ensemble_decay=decay, max_delta_per_tick=WIDE,
+                     joint_lower_limits=[-WIDE] * len(JOINTS), joint_upper_limits=[WIDE] * len(JOINTS))
+    rig = Rig("/chunk", Inputs(seed=60), node_ns="/chunk")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(rig)
+    spin = lambda t: executor.spin_once(timeout_sec=t)  # noqa: E731
+    policy = load_policy(chunked)
+    chunk = policy.predict_chunks(*([rig.inputs.images[c]] for c in CAMERAS), rig.inputs.joint[None])[0]
+    ensemble = TemporalEnsemble(4, decay)
+    expected = np.stack([ensemble(chunk) for _ in range(6)])
+    assert np.abs(expected[0] - expected[-1]).max() > 1e-4  # the ensemble changes the command over the ticks
+    try:
+        assert wait_for(lambda: len(rig.received()) >= 6, 20, spin)
+        np.testing.assert_allclose(np.stack(rig.received()[:6]), expected, rtol=1e-4, atol=1e-5)
+        since = 0.0
+        for enable in (False, True):
+            since = time.monotonic()  # once disabled, nothing is published until enabled again
+            future = rig.enable_client.call_async(SetBool.Request(data=enable))
+            assert wait_for(future.done, 5, spin) and future.result().success
+        assert wait_for(lambda: len(rig.received(since)) >= 3, 20, spin)
+        np.testing.assert_allclose(np.stack(rig.received(since)[:3]), expected[:3], rtol=1e-4, atol=1e-5)
+    finally:
+        executor.shutdown()
+        rig.destroy_node()
+        node.destroy_node()
 
 
 def test_joint_states_lacking_a_configured_joint_stop_the_node(ros, checkpoint):

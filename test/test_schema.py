@@ -76,12 +76,25 @@ def test_relative_actions_pair_joints_by_name_and_round_trip():
     delta = actions - q[:, [2, 0]]
     stats = DatasetStatistics(joint=Normalizer.fit(q), action=Normalizer.fit(delta), action_min=actions.min(0),
                               action_max=actions.max(0), action_joint_index=(2, 0))
-    targets = stats.action_targets(actions, q)
+    targets = stats.action_targets(actions[:, None], q)
     np.testing.assert_allclose(targets, Normalizer.fit(delta).normalize(delta), atol=1e-6)
     assert targets.std(axis=0).min() > 0.9  # the motion, not the position, fills the target's range
-    np.testing.assert_allclose(stats.actions_from_targets(targets, q), actions, atol=1e-5)
+    np.testing.assert_allclose(stats.chunks_from_targets(targets, q)[:, 0], actions, atol=1e-5)
     again = DatasetStatistics.from_dict(stats.to_dict())
     assert again.action_joint_index == (2, 0)
     old = stats.to_dict()
     del old["action_joint_index"]  # checkpoints from before relative actions
     assert DatasetStatistics.from_dict(old).action_joint_index is None
+
+
+def test_relative_action_chunks_are_relative_to_the_first_step_and_round_trip():
+    rng = np.random.default_rng(1)
+    q = rng.normal(size=(20, 3)).astype(np.float32)
+    chunks = q[:, None, [2, 0]] + rng.normal(0.0, 0.1, size=(20, 4, 2)).astype(np.float32)
+    flat = (chunks - q[:, None, [2, 0]]).reshape(20, 8)
+    stats = DatasetStatistics(joint=Normalizer.fit(q), action=Normalizer.fit(flat), action_min=chunks.min((0, 1)),
+                              action_max=chunks.max((0, 1)), action_joint_index=(2, 0))
+    targets = stats.action_targets(chunks, q)
+    assert targets.shape == (20, 8)
+    np.testing.assert_allclose(targets, Normalizer.fit(flat).normalize(flat), atol=1e-6)
+    np.testing.assert_allclose(stats.chunks_from_targets(targets, q), chunks, atol=1e-5)

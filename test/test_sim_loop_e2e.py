@@ -72,6 +72,7 @@ def test_loop_connects_the_pieces(loop_run) -> None:
     run_dir = out / "results" / "Expsim" / "multimodal_robot"
     policy = load_policy(run_dir / "model_final_lapo.pth")
     assert policy.schema.image_size == (48, 48) and policy.schema.joint_dim == 16
+    assert policy.chunk_size == 30  # the main job trains with action chunks: the node ensembles them
     assert (run_dir / "training_curves.png").is_file()
 
     summary = json.loads((out / "eval" / "eval_summary.json").read_text())

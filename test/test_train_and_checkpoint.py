@@ -162,3 +162,29 @@ def test_bc_algo_and_cli_errors(sample_file, tmp_path, caplog):
     assert train.main(["--hdf5_path", str(sample_file), "--results_dir", str(tmp_path), "--ExpID", "x",
                        "--load_model", "7", "--max_timesteps", "9", "--device", "cpu"]) == 1
     assert "model_7.pth: no such checkpoint" in caplog.text
+
+
+@pytest.mark.parametrize("algo", ["lapo", "bc"])
+def test_action_chunks_train_and_ensemble_in_select_action(algo, sample_file, tmp_path):
+    run_dir = run_train(sample_file, tmp_path, f"chunk_{algo}", 300, "--algo", algo, "--action_chunk", "4",
+                        "--latent_dim", "16", "--eval_freq", "300")
+    last = progress_rows(run_dir)[-1]
+    assert float(last["val_action_mse"]) < 0.8 * float(last["val_mean_action_mse"])  # it learns the chunks
+    decay = 0.3
+    policy = load_policy(run_dir / f"model_final_{algo}.pth", ensemble_decay=decay)
+    assert policy.chunk_size == 4 and policy.stats.action.mean.shape == (64,)
+    ds = load_dataset(sample_file, image_size=SMALL_IMAGE)
+    imgs = [ds.images[c][:2] for c in ds.schema.cameras]
+    chunks = policy.predict_chunks(*imgs, ds.joint[:2])
+    assert chunks.shape == (2, 4, 16)
+    np.testing.assert_allclose(policy.select_action_batch(*imgs, ds.joint[:2]), chunks[:, 0], atol=1e-6)
+    # select_action: tick 0 is the first chunk's step 0; tick 1 averages its step 1 with the new chunk's step 0
+    obs = [i[0] for i in imgs], [i[1] for i in imgs]
+    np.testing.assert_allclose(policy.select_action(*obs[0], ds.joint[0]), chunks[0, 0], atol=1e-5)
+    w = np.exp(-decay * np.arange(2))
+    np.testing.assert_allclose(policy.select_action(*obs[1], ds.joint[1]),
+                               (w[0] * chunks[0, 1] + w[1] * chunks[1, 0]) / w.sum(), atol=1e-5)
+    policy.reset()
+    np.testing.assert_allclose(policy.select_action(*obs[1], ds.joint[1]), chunks[1, 0], atol=1e-5)
+    policy.warm_up()  # leaves no chunk behind
+    np.testing.assert_allclose(policy.select_action(*obs[0], ds.joint[0]), chunks[0, 0], atol=1e-5)
