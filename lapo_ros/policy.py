@@ -155,6 +155,12 @@ class PolicyNode(Node):
         self.policy.warm_up()  # the first control tick must not pay for lazy set-up
         self.rate_hz = p.control_rate or self.policy.schema.rate_hz or p.default_control_rate
         self.period = 1.0 / self.rate_hz
+        recorded_hz = self.policy.schema.rate_hz
+        if self.policy.chunk_size > 1 and recorded_hz and abs(self.rate_hz - recorded_hz) > 1e-6:
+            self.get_logger().warning(
+                f"control rate {self.rate_hz:g} Hz differs from the recording rate {recorded_hz:g} Hz: the "
+                f"checkpoint predicts chunks of {self.policy.chunk_size} recording periods, so the ensembled "
+                "steps will not line up with the ticks")
         self.time_from_start = p.trajectory_time_from_start or self.period
         self.stats = LoopStatistics(self.rate_hz)
         self.enabled = False
@@ -234,6 +240,7 @@ class PolicyNode(Node):
                 action = self.policy.select_action(*images, sample.joint)
         except ValueError as exc:  # e.g. a NaN in the measured joints: skip this tick
             self.stats.count("errors")
+            self.policy.reset()
             self.get_logger().error(f"inference failed, not publishing: {exc}", throttle_duration_sec=STALE_WARN_PERIOD_S)
             return
         self.stats.add_latency(time.perf_counter() - start)
