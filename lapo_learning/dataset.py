@@ -62,16 +62,18 @@ class OfflineDataset:
         ok[self.episode_ends - 1] = False
         return ok | self.terminals
 
-    def action_chunks(self, size: int) -> np.ndarray:
-        """float32 [N,size,A]: each sample's action and the next size-1 of its episode.
+    def action_chunks(self, size: int, indices: np.ndarray) -> np.ndarray:
+        """float32 [len(indices),size,A]: each indexed sample's action and the next size-1 of its
+        episode (only the indexed chunks are built: the full array is size times the actions).
 
         Past the episode's end the last action is repeated: the demonstrator holds its final
         command, so that is what the chunk's tail means (ACT pads and masks instead).
         """
         if size < 1:
             raise ValueError(f"action chunk size must be >= 1, got {size}")
-        last = np.repeat(self.episode_ends - 1, self.episode_ends - self.episode_starts)
-        steps = np.minimum(np.arange(len(self))[:, None] + np.arange(size)[None], last[:, None])
+        indices = np.asarray(indices, dtype=np.int64)
+        last = np.repeat(self.episode_ends - 1, self.episode_ends - self.episode_starts)[indices]
+        steps = np.minimum(indices[:, None] + np.arange(size)[None], last[:, None])
         return self.actions[steps]
 
     def episode_indices(self, episodes: np.ndarray) -> np.ndarray:

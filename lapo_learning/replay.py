@@ -41,7 +41,7 @@ def fit_statistics(ds: OfflineDataset, indices: np.ndarray, reward_scale: float 
     if reward_scale is None:
         reward_scale = float(np.abs(ds.rewards[indices]).max()) or 1.0
     index = ds.schema.action_joint_index() if relative_actions else None
-    targets = relative_to_joints(ds.action_chunks(action_chunk)[indices], joints, index)
+    targets = relative_to_joints(ds.action_chunks(action_chunk, indices), joints, index)
     return DatasetStatistics(
         joint=Normalizer.fit(joints),
         action=Normalizer.fit(targets.reshape(len(targets), -1)),
@@ -68,7 +68,7 @@ class ReplayBuffer:
 
         self.images = [put(ds.images[c][idx]) for c in CAMERAS]
         self.joint = put(stats.joint.normalize(ds.joint[idx]))
-        self.action = put(stats.action_targets(ds.action_chunks(action_chunk)[idx], ds.joint[idx]))
+        self.action = put(stats.action_targets(ds.action_chunks(action_chunk, idx), ds.joint[idx]))
         self.reward = put((ds.rewards[idx] / stats.reward_scale).astype(np.float32)).unsqueeze(1)
         self.not_done = put((~ds.terminals[idx]).astype(np.float32)).unsqueeze(1)
         self.next = put(nxt)

@@ -91,10 +91,12 @@ def test_action_chunks_stay_inside_their_episode(tmp_path):
     write_episode(tmp_path / "ep_001.hdf5", 2)
     ds = load_dataset(tmp_path)
     ds.actions = np.arange(len(ds), dtype=np.float32)[:, None] * np.ones((1, 16), np.float32)
-    chunks = ds.action_chunks(3)
+    everything = np.arange(len(ds))
+    chunks = ds.action_chunks(3, everything)
     assert chunks.shape == (5, 3, 16)
     # the tail of an episode repeats its last action, never the next episode's first
     np.testing.assert_array_equal(chunks[:, :, 0], [[0, 1, 2], [1, 2, 2], [2, 2, 2], [3, 4, 4], [4, 4, 4]])
-    np.testing.assert_array_equal(ds.action_chunks(1)[:, 0], ds.actions)
+    np.testing.assert_array_equal(ds.action_chunks(3, np.array([4, 1])), chunks[[4, 1]])  # only those built
+    np.testing.assert_array_equal(ds.action_chunks(1, everything)[:, 0], ds.actions)
     with pytest.raises(ValueError, match="chunk size must be >= 1"):
-        ds.action_chunks(0)
+        ds.action_chunks(0, everything)
