@@ -28,8 +28,10 @@ setup(
         "matplotlib",
         "torch",
         "torchvision",
+        "tensorboard",
     ],
-    extras_require={"sim": ["gym-aloha"], "test": ["pytest"]},
+    # convert: python -m lapo_learning.convert (from-rosbag2 needs rosbags, to-lerobot pyarrow and av)
+    extras_require={"sim": ["gym-aloha"], "test": ["pytest"], "convert": ["rosbags", "pyarrow", "av"]},
     zip_safe=True,
     maintainer="lapo maintainers",
     maintainer_email="maintainers@lapo.dev",
@@ -40,11 +42,13 @@ setup(
         "console_scripts": [
             "recorder = lapo_ros.recorder:main",
             "policy = lapo_ros.policy:main",
-            "sim_robot = lapo_ros.sim_robot:main",
-            "sim_loop = lapo_ros.sim_loop:main",
-            "scripted_demonstrator = lapo_ros.scripted_demonstrator:main",
+            "sim_robot = lapo_ros.sim.robot_node:main",
+            "sim_loop = lapo_ros.sim.loop:main",
+            "scripted_demonstrator = lapo_ros.sim.demonstrator:main",
+            "sim_evaluate = lapo_ros.sim.evaluate:main",
             "lapo_train = lapo_learning.train:main",
             "lapo_create_dataset = lapo_learning.create_dataset:main",
+            "lapo_convert = lapo_learning.convert.__main__:main",
         ],
     },
 )

@@ -1,11 +1,18 @@
 """LAPO vs BC on the simulated robot: closed-loop success rate of policies trained on recorded demos.
 
-    python bench/sim_success.py [--demos 50] [--steps 5000] [--eval_episodes 50] [--out bench_results/sim_success]
+    python bench/sim_success.py [--demos 50] [--steps 8000] [--seeds 0 1 2] [--eval_episodes 100]
 
-Everything goes through the ROS nodes, as in `python -m lapo_ros.sim_loop` (whose phases it
-reuses): the MuJoCo sim's scripted demonstrator is recorded by the recorder node, LAPO and BC are
-trained with the same encoder, steps and seed on the same datasets, and each checkpoint runs in
-the policy node on the same fixed evaluation seeds (sim seed --eval_seed + 1 .. + eval_episodes).
+The phases of `python -m lapo_ros.sim.loop`, per dataset, algorithm and training seed:
+1. the MuJoCo sim's scripted demonstrator is recorded by the recorder node (sim seeds 1..demos);
+2. LAPO and BC train with the same recipe on the same dataset, saving --checkpoints checkpoints;
+3. each saved checkpoint runs --select_episodes validation episodes in the in-process evaluator
+   (sim seeds select_seed+1..) and the one that succeeds most often is kept;
+4. that checkpoint runs --eval_episodes evaluation episodes (sim seeds eval_seed+1..), the same
+   for every policy, in the policy node over DDS (--evaluator nodes, the reported figures) or in
+   the in-process evaluator (--evaluator inprocess, for sweeps).
+Every row is written to OUT/results.json as soon as it is finished and a rerun skips it; a
+training cut short resumes from its last saved checkpoint, so a benchmark longer than a session
+goes on where it stopped.
 
 Datasets (cube poses: sim seeds 1..demos in both):
   clean  the scripted demonstrations as they are;
@@ -35,10 +42,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from lapo_learning.train import RUN_SUBDIR  # noqa: E402
-from lapo_ros.episode_stats import summarize_returns  # noqa: E402
-from lapo_ros.sim_loop import (INTERRUPTS, EvalConfig, LoopError, RecordConfig, RunSettings,  # noqa: E402
-                               TrainConfig, add_chunk_flags, check_dataset, evaluate_policy,
-                               record_demonstrations, train_policy)
+from lapo_ros.sim.episode_stats import summarize_returns  # noqa: E402
+from lapo_ros.sim.evaluate import SimEvalConfig, evaluate  # noqa: E402
+from lapo_ros.sim.node_evaluation import EvalConfig, evaluate_policy  # noqa: E402
+from lapo_ros.sim.processes import INTERRUPTS, LoopError, RunSettings  # noqa: E402
+from lapo_ros.sim.recording import RecordConfig, check_dataset, record_demonstrations  # noqa: E402
+from lapo_ros.sim.selection import select_checkpoint  # noqa: E402
+from lapo_ros.sim.training import TrainConfig, add_recipe_flags, crops_from_args, train_policy  # noqa: E402
 
 log = logging.getLogger("bench.sim_success")
 CONDITIONS = ("clean", "mixed")
@@ -59,8 +69,10 @@ def recorded(settings: RunSettings, cfg: RecordConfig, folder: Path) -> list[Pat
 
 def build_datasets(settings: RunSettings, args: argparse.Namespace) -> dict[str, Path]:
     data = (args.data or settings.out / "data") / f"{args.demos}demos_{args.image_size[0]}x{args.image_size[1]}"
-    half = args.demos // 2
     clean = recorded(settings, RecordConfig(episodes=args.demos, seed=0), data / "clean")
+    if "mixed" not in args.conditions:
+        return {"clean": data / "clean"}
+    half = args.demos // 2
     degraded = recorded(settings, RecordConfig(episodes=args.demos - half, seed=half,
                                                noise_std=args.degraded_noise_std,
                                                failure_prob=args.degraded_failure_prob), data / "degraded")
@@ -76,9 +88,9 @@ def build_datasets(settings: RunSettings, args: argparse.Namespace) -> dict[str,
     return {"clean": data / "clean", "mixed": mixed}
 
 
-def trained_run(root: Path, cond: str, algo: str) -> Path:
+def trained_run(root: Path, exp_id: str, algo: str) -> Path:
     """The run folder of a policy trained elsewhere; LoopError naming the missing checkpoint."""
-    run_dir = root / f"Exp{cond}_{algo}" / RUN_SUBDIR
+    run_dir = root / f"Exp{exp_id}" / RUN_SUBDIR
     if not (run_dir / f"model_final_{algo}.pth").is_file():
         raise LoopError(f"--trained_in: {run_dir / f'model_final_{algo}.pth'} not found")
     return run_dir
@@ -96,15 +108,48 @@ def dataset_success(folder: Path) -> str:
     return f"{ok}/{len(files)}"
 
 
-def write_results(args: argparse.Namespace, rows: list[dict], record_min: float,
-                  t_start: float) -> tuple[dict, float]:
-    """Write OUT/results.json (settings, wall times, the rows so far); (settings, total minutes)."""
+def load_rows(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["results"] if path.is_file() else []
+
+
+def write_results(args: argparse.Namespace, rows: list[dict]) -> dict:
+    """Write OUT/results.json (settings and the rows so far); returns the settings as written."""
     settings_text = {k: (list(v) if isinstance(v, (tuple, list)) else str(v) if isinstance(v, Path) else v)
                      for k, v in vars(args).items()}
-    total_min = (time.perf_counter() - t_start) / 60
-    (args.out / "results.json").write_text(json.dumps(
-        {"settings": settings_text, "record_min": record_min, "total_min": total_min, "results": rows}, indent=2))
-    return settings_text, total_min
+    (args.out / "results.json").write_text(json.dumps({"settings": settings_text, "results": rows}, indent=2))
+    return settings_text
+
+
+def run_policy(settings: RunSettings, args: argparse.Namespace, dataset: Path, cond: str, algo: str,
+               seed: int) -> dict:
+    """Train (or reuse), choose the checkpoint on validation seeds, evaluate it: one result row."""
+    exp_id = f"{cond}_{algo}_seed{seed}"
+    t0 = time.perf_counter()
+    train_cfg = TrainConfig(steps=args.steps, algo=algo, image_encoder=args.image_encoder,
+                            batch_size=args.batch_size, device=args.device, seed=seed,
+                            action_space=args.action_space, action_chunk=args.action_chunk,
+                            latent_dim=args.latent_dim, image_size=tuple(args.model_image_size), crops=args.crop,
+                            checkpoints=args.checkpoints, extra_args=tuple(shlex.split(args.train_args)))
+    run_dir = (trained_run(args.trained_in, exp_id, algo) if args.trained_in
+               else train_policy(settings, train_cfg, dataset, exp_id, resume=True))
+    progress = (run_dir / "progress.csv").read_text().splitlines()
+    train_min = float(progress[-1].split(",")[progress[0].split(",").index("wall_time_s")]) / 60
+    t1 = time.perf_counter()
+    sim_cfg = SimEvalConfig.from_config_files(render_size=settings.render_size, image_size=settings.image_size,
+                                              time_limit=args.eval_time)
+    val_seeds = list(range(args.select_seed + 1, args.select_seed + 1 + args.select_episodes))
+    checkpoint = select_checkpoint(run_dir, algo, val_seeds, sim_cfg, args.workers)
+    t2 = time.perf_counter()
+    eval_seeds = list(range(args.eval_seed + 1, args.eval_seed + 1 + args.eval_episodes))
+    if args.evaluator == "nodes":
+        results = evaluate_policy(settings, EvalConfig(args.eval_episodes, args.eval_seed, args.eval_time),
+                                  checkpoint, exp_id)
+    else:
+        results = evaluate(checkpoint, eval_seeds, sim_cfg, args.workers)
+    return {"condition": cond, "algo": algo, "seed": seed, "demos_successful": dataset_success(dataset),
+            **summarize_returns(results), "evaluator": args.evaluator, "checkpoint": str(checkpoint),
+            "train_min": train_min, "train_session_min": (t1 - t0) / 60, "select_min": (t2 - t1) / 60,
+            "eval_min": (time.perf_counter() - t2) / 60, "per_episode": [r.to_dict() for r in results]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,78 +163,82 @@ def main(argv: list[str] | None = None) -> int:
       help="mixed: command noise (rad) of the degraded half (default: %(default)s)")
     a("--degraded_failure_prob", type=float, default=0.5,
       help="mixed: share of botched episodes in the degraded half (default: %(default)s)")
-    a("--steps", type=int, default=5000, help="training steps per policy (default: %(default)s)")
+    a("--steps", type=int, default=8000, help="training steps per policy (default: %(default)s)")
     a("--batch_size", type=int, default=64, help="training batch size (default: %(default)s)")
-    a("--image_encoder", default="cnn_3conv_1fc_0", help="image backbone (default: %(default)s)")
     a("--action_space", choices=("absolute", "relative"), default="relative",
       help="what the models predict, see lapo_learning.train --help (default: %(default)s)")
-    add_chunk_flags(a)
+    add_recipe_flags(a)
     a("--train_args", default="",
       help="further lapo_learning.train flags for every policy, one string, e.g. "
            "\"--max_latent_action 0.5\" (flags BC does not use change nothing for it)")
-    a("--image_size", type=int, nargs=2, default=(48, 48), metavar=("H", "W"),
-      help="stored and model image size (default: 48 48)")
+    a("--image_size", type=int, nargs=2, default=(144, 192), metavar=("H", "W"),
+      help="size the recorder stores, = the sim's render size unless --render_size (default: 144 192)")
     a("--render_size", type=int, nargs=2, default=None, metavar=("H", "W"),
-      help="sim camera size (default: config/sim.yaml)")
+      help="sim camera size (default: --image_size)")
     a("--device", default="cpu", help="training device (default: %(default)s)")
-    a("--eval_episodes", type=int, default=50, help="evaluation episodes per policy (default: %(default)s)")
+    a("--checkpoints", type=int, default=4, help="checkpoints saved per training to choose from (default: %(default)s)")
+    a("--select_episodes", type=int, default=20,
+      help="validation episodes per saved checkpoint, in-process (default: %(default)s)")
+    a("--select_seed", type=int, default=3000,
+      help="validation episode e uses sim seed select_seed+e (default: %(default)s)")
+    a("--workers", type=int, default=2, help="in-process evaluator processes (default: %(default)s)")
+    a("--evaluator", choices=("nodes", "inprocess"), default="nodes",
+      help="evaluation through the sim robot and policy nodes over DDS (reported figures) or in-process "
+           "(sweeps) (default: %(default)s)")
+    a("--eval_episodes", type=int, default=100, help="evaluation episodes per policy (default: %(default)s)")
     a("--eval_seed", type=int, default=2000,
       help="evaluation episode e uses sim seed eval_seed+e, the same for every policy (default: %(default)s)")
     a("--eval_time", type=float, default=10.0, help="sim seconds per evaluation episode (default: %(default)s)")
-    a("--conditions", nargs="+", choices=CONDITIONS, default=list(CONDITIONS), help="datasets to compare")
+    a("--conditions", nargs="+", choices=CONDITIONS, default=["clean"], help="datasets to compare")
     a("--algos", nargs="+", choices=ALGOS, default=list(ALGOS), help="algorithms to compare")
-    a("--seed", type=int, default=0, help="training seed (default: %(default)s)")
+    a("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
     a("--trained_in", type=Path, default=None,
-      help="do not train: evaluate TRAINED_IN/Exp<condition>_<algo>/multimodal_robot/model_final_<algo>.pth, "
-           "trained elsewhere on OUT/data (see above); --steps etc. are then only recorded, not used")
+      help="do not train: use TRAINED_IN/Exp<condition>_<algo>_seed<seed>/multimodal_robot/, trained elsewhere "
+           "on OUT/data (see above)")
     a("--domain_id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "0")),
       help="ROS_DOMAIN_ID of all nodes (default: $ROS_DOMAIN_ID or 0)")
     args = p.parse_args(argv)
-    if args.demos < 2 or args.steps <= 0 or args.eval_episodes <= 0 or args.action_chunk <= 0:
-        p.error("--demos must be >= 2, --steps, --eval_episodes and --action_chunk > 0")
+    try:
+        args.crop = crops_from_args(args.crop)
+    except ValueError as exc:
+        p.error(str(exc))
+    if (args.demos < 2 or min(args.steps, args.eval_episodes, args.action_chunk, args.checkpoints, args.workers,
+                              args.select_episodes) <= 0):
+        p.error("--demos must be >= 2; --steps, --eval_episodes, --action_chunk, --checkpoints, --workers and "
+                "--select_episodes > 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     INTERRUPTS.install()  # Ctrl-C/SIGTERM unwind through the finally-blocks that stop the nodes
     settings = RunSettings(out=args.out, domain_id=args.domain_id, image_size=tuple(args.image_size),
-                           render_size=tuple(args.render_size) if args.render_size else None)
-    t_start = time.perf_counter()
-    rows = []
+                           render_size=tuple(args.render_size or args.image_size))
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = load_rows(args.out / "results.json")
     try:
-        t0 = time.perf_counter()
         datasets = build_datasets(settings, args)
-        record_min = (time.perf_counter() - t0) / 60
         for cond in args.conditions:
             for algo in args.algos:
-                t0 = time.perf_counter()
-                train_cfg = TrainConfig(steps=args.steps, algo=algo, image_encoder=args.image_encoder,
-                                        batch_size=args.batch_size, device=args.device, seed=args.seed,
-                                        action_space=args.action_space, action_chunk=args.action_chunk,
-                                        latent_dim=args.latent_dim, extra_args=tuple(shlex.split(args.train_args)))
-                run_dir = (trained_run(args.trained_in, cond, algo) if args.trained_in
-                           else train_policy(settings, train_cfg, datasets[cond], f"{cond}_{algo}"))
-                t1 = time.perf_counter()
-                results = evaluate_policy(settings, EvalConfig(args.eval_episodes, args.eval_seed, args.eval_time),
-                                          run_dir / f"model_final_{algo}.pth", f"{cond}_{algo}")
-                rows.append({"condition": cond, "algo": algo, "demos_successful": dataset_success(datasets[cond]),
-                             **summarize_returns(results), "train_min": (t1 - t0) / 60,
-                             "eval_min": (time.perf_counter() - t1) / 60,
-                             "per_episode": [r.to_dict() for r in results],
-                             "run_dir": str(run_dir)})
-                write_results(args, rows, record_min, t_start)  # a run cut short keeps its finished rows
+                for seed in args.seeds:
+                    if any((r["condition"], r["algo"], r["seed"]) == (cond, algo, seed) for r in rows):
+                        log.info("%s %s seed %d: done in an earlier run, kept", cond, algo, seed)
+                        continue
+                    rows.append(run_policy(settings, args, datasets[cond], cond, algo, seed))
+                    write_results(args, rows)  # a run cut short keeps its finished rows
     except LoopError as exc:
         log.error("%s", exc)
         return 1
     except KeyboardInterrupt:
         log.warning("interrupted: the nodes are stopped; finished rows are in %s", args.out / "results.json")
         return 130
-    settings_text, total_min = write_results(args, rows, record_min, t_start)
+    settings_text = write_results(args, rows)
     log.info("settings: %s", json.dumps(settings_text))
-    log.info("%-9s %-5s %8s %9s %14s %10s %10s %9s", "dataset", "algo", "demos ok", "success", "AverageReturn",
-             "StdReturn", "train min", "eval min")
+    log.info("| dataset | algo | seed | demos ok | success (95%% CI) | AverageReturn ± StdReturn | train min | "
+             "eval min |")
     for r in rows:
-        log.info("%-9s %-5s %8s %9.2f %14.2f %10.2f %10.1f %9.1f", r["condition"], r["algo"], r["demos_successful"],
-                 r["success_rate"], r["AverageReturn"], r["StdReturn"], r["train_min"], r["eval_min"])
-    log.info("%d evaluation episodes per policy (sim seeds %d..%d); recording %.1f min, total %.1f min",
-             args.eval_episodes, args.eval_seed + 1, args.eval_seed + args.eval_episodes, record_min, total_min)
+        lo, hi = r["success_ci95"]
+        log.info("| %s | %s | %d | %s | %.2f (%.2f-%.2f) | %.2f ± %.2f | %.1f | %.1f |", r["condition"], r["algo"],
+                 r["seed"], r["demos_successful"], r["success_rate"], lo, hi, r["AverageReturn"], r["StdReturn"],
+                 r["train_min"], r["eval_min"])
+    log.info("%d evaluation episodes per policy (sim seeds %d..%d, %s)", args.eval_episodes, args.eval_seed + 1,
+             args.eval_seed + args.eval_episodes, args.evaluator)
     return 0
 
 

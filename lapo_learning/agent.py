@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from lapo_learning.networks import ObservationEncoder, random_shift
+from lapo_learning.networks import ObservationEncoder, center_crop, crop_size, random_crop, random_shift
 from lapo_learning.replay import Batch
 from lapo_learning.schema import ObservationSchema
 
@@ -34,6 +34,9 @@ class AgentConfig:
     vae_lr: float = 1e-4
     critic_lr: float = 5e-4
     augment_pad: int = 4  # random-shift pixels in training; 0 disables
+    # Random crop keeping this fraction of each image side in training, the centre crop at inference
+    # (robomimic's CropRandomizer); 1 disables.
+    augment_crop: float = 1.0
     # Actions predicted per observation (ACT's action chunking; 1 = one action, the reference).
     action_chunk: int = 1
     latent_dim: int = 0  # LAPO's VAE latent width; 0 = twice the predicted action width (the reference)
@@ -52,6 +55,8 @@ class AgentConfig:
             raise ValueError(f"action_chunk must be >= 1, got {self.action_chunk}")
         if self.latent_dim < 0:
             raise ValueError(f"latent_dim must be >= 0, got {self.latent_dim}")
+        if not 0.0 < self.augment_crop <= 1.0:
+            raise ValueError(f"augment_crop must be in (0, 1], got {self.augment_crop}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,8 +81,10 @@ class Agent:
         self.schema = schema
         self.config = config
         self.device = torch.device(device)
+        # The encoders see the random crop's size (the whole image when augment_crop is 1).
+        self.view_size = crop_size(schema.image_size, config.augment_crop)
         self.encoder = ObservationEncoder(
-            n_cameras=len(schema.cameras), joint_dim=schema.joint_dim, image_size=schema.image_size,
+            n_cameras=len(schema.cameras), joint_dim=schema.joint_dim, image_size=self.view_size,
             feature_dim=config.obs_feature_dim, image_encoder=config.image_encoder,
             joint_backbone=config.joint_backbone, pretrained=config.pretrained,
         ).to(self.device)
@@ -89,7 +96,17 @@ class Agent:
         self.aug_generator.manual_seed(seed)
 
     def augment(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [random_shift(img, self.config.augment_pad, self.aug_generator) for img in images]
+        """Training views: random shift, then (augment_crop < 1) a random crop."""
+        shifted = [random_shift(img, self.config.augment_pad, self.aug_generator) for img in images]
+        if self.config.augment_crop == 1.0:
+            return shifted
+        return [random_crop(img, self.view_size, self.aug_generator) for img in shifted]
+
+    def view(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Inference views: the centre crop when training used random crops, else the images."""
+        if self.config.augment_crop == 1.0:
+            return images
+        return [center_crop(img, self.view_size) for img in images]
 
     def encode_pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Features of s (with autograd) and s' (without: only ever used detached, in targets).

@@ -39,4 +39,4 @@ class BCAgent(Agent):
 
     @torch.no_grad()
     def act(self, images: list[torch.Tensor], joint: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(images, joint))
+        return self.head(self.encoder(self.view(images), joint))

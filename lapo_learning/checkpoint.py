@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
+import numpy as np
 import torch
 
 from lapo_learning.agent import Agent, AgentConfig
@@ -55,15 +58,55 @@ def save_checkpoint(path: str | Path, agent: Agent, stats: DatasetStatistics, ar
     os.replace(tmp, path)
 
 
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    """What is wrong with a file torch.load refused, and what to do.
+
+    torch's own message is left out on purpose: it advises retrying with weights_only=False, which
+    would let a malicious file run code."""
+    if not zipfile.is_zipfile(path):
+        what = ("it is not a complete torch archive: truncated (an interrupted copy, download or save) "
+                "or not a checkpoint at all")
+    elif isinstance(exc, pickle.UnpicklingError):
+        what = ("it holds Python objects other than tensors, numbers and strings, which lapo never writes "
+                "and never unpickles (unpickling them could run code)")
+    else:
+        what = f"the archive is corrupt ({type(exc).__name__} while reading it)"
+    return CheckpointError(f"{path}: not a readable lapo checkpoint: {what}. Check the path, copy the file "
+                           "again from where it was trained, or retrain with python -m lapo_learning.train")
+
+
+def _tensors(tree: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in nested dicts/lists, with its dotted path."""
+    if isinstance(tree, torch.Tensor):
+        yield prefix, tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            yield from _tensors(value, f"{prefix}.{i}")
+
+
+def _require_finite(path: str | Path, named: Iterable[tuple[str, torch.Tensor | np.ndarray]]) -> None:
+    """A NaN/inf weight or statistic makes every action non-finite: refuse it at load."""
+    for name, value in named:
+        value = torch.as_tensor(value)
+        bad = int((~torch.isfinite(value)).sum()) if value.is_floating_point() else 0
+        if bad:
+            raise CheckpointError(f"{path}: {name} holds {bad} NaN/inf value(s) (training diverged or the file is "
+                                  "corrupt): use an earlier checkpoint of the run, or retrain (e.g. with lower "
+                                  "learning rates)")
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw checkpoint dict, checked for format; CheckpointError on anything else."""
+    """The raw checkpoint dict, checked for format and finite weights; CheckpointError on anything else."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors vary by corruption; all mean "not a checkpoint"
-        raise CheckpointError(f"{path}: not a readable lapo checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise _unreadable(path, exc) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a lapo checkpoint (missing format tag {FORMAT!r})")
     if ckpt.get("version") != VERSION:
@@ -71,6 +114,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in ("schema", "stats", "config", "args", "state", "step") if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    _require_finite(path, _tensors(ckpt["state"], "state"))
     return ckpt
 
 
@@ -84,4 +128,5 @@ def restore_agent(ckpt: dict[str, Any], device: torch.device | str, path: str | 
         agent.load_state_dict(ckpt["state"])
     except (KeyError, ValueError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{path}: checkpoint contents do not build a model ({exc})") from exc
+    _require_finite(path, ((f"stats.{k}", v) for k, v in stats.arrays().items()))
     return agent, stats

@@ -56,30 +56,39 @@ def create_sample(output: Path, n_samples: int, poor_fraction: float, seed: int,
              sum(not e["good"] for e in episodes))
 
 
-def validate(path: Path) -> int:
-    """Print the tree of every file (seed format) and its problems; 0 if all are valid."""
-    files = sorted(path.glob(fmt.EPISODE_GLOB)) if path.is_dir() else [path]
-    if path.is_dir() and not files:
-        print(f"validating {path}: directory holds no {fmt.EPISODE_GLOB} files")
+def validate(path: Path, include_incomplete: bool = False) -> int:
+    """Print the tree of every file (seed format) and its problems, judged as the loader judges
+    them (`dataset_format.check_dataset`, every image read too); 0 if train would take the data."""
+    try:
+        check = fmt.check_dataset(path, include_incomplete, read_data=True)
+    except fmt.DatasetError as exc:
+        print(f"validating {path}: {exc}")
         return 1
-    bad = 0
-    for file in files:
-        print(f"validating dataset: {file}\n{'=' * 60}")
-        problems = fmt.validate_file(file)
-        if not any("not an HDF5" in p or "cannot be read" in p or "no such" in p for p in problems):
-            with fmt.open_episode(file) as f:
+    for c in check.files:
+        print(f"validating dataset: {c.path}\n{'=' * 60}")
+        if c.readable:
+            try:
+                with fmt.open_episode(c.path) as f:
+                    tree = fmt.describe_tree(f)
                 print("\nfile structure:")
-                print("\n".join(fmt.describe_tree(f)))
-                if not problems and not fmt.is_complete(f):
-                    print("\n! episode marked incomplete (interrupted recording): loaders skip it")
-        if problems:
-            bad += 1
-            print("\n✗ invalid:")
-            for p in problems:
-                print(f"  - {file}: {p}")
-        else:
+                print("\n".join(tree))
+            except fmt.READ_ERRORS:
+                pass  # listed among its problems
+        if not c.problems and not check.skipped(c):
             print("\n✓ dataset format is valid")
-    return 1 if bad else 0
+            continue
+        if check.skipped(c):
+            print(f"\n! {check.skip_reason(c)}: loaders skip it (train --include_incomplete takes it if it has "
+                  "rows)" + (", so its problems below are not counted" if c.problems else ""))
+        else:
+            print("\n✗ invalid:")
+        for p in c.problems:
+            print(f"  - {c.path}: {p}")
+    print(f"\n{path}: {len(check.usable)} usable, {len(check.incomplete)} incomplete (skipped), "
+          f"{len(check.invalid)} invalid of {len(check.files)} file(s)")
+    if check.reference is None:
+        print("✗ no episode to load")
+    return 1 if check.invalid or check.reference is None else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--create_sample", action="store_true",
                       help="write a learnable sample dataset (synthetic image-conditioned reaching)")
     mode.add_argument("--validate", action="store_true",
-                      help="check a file (or a directory of episode files) against the layout; "
-                           "exit 1 naming each problem")
+                      help="check a file (or a directory of episode files) as train loads it: the layout, "
+                           "the stored schema against the data, rows never written, one schema for all files, "
+                           "every image readable, implausible values; exit 1 naming each problem")
     parser.add_argument("--output", type=Path, default=Path("sample_data.hdf5"),
                         help="--create_sample: output file (never overwritten)")
     parser.add_argument("--n_samples", type=int, default=5000, help="--create_sample: number of transitions")
@@ -100,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="--create_sample: image height and width")
     parser.add_argument("--seed", type=int, default=0, help="--create_sample: random seed")
     parser.add_argument("--hdf5_path", type=Path, help="--validate: file or directory to check")
+    parser.add_argument("--include_incomplete", action="store_true",
+                        help="--validate: check episodes marked incomplete as `train --include_incomplete` "
+                             "uses them, instead of reporting them as skipped")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.create_sample:
@@ -113,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.hdf5_path is None:
         parser.error("--validate needs --hdf5_path")
-    return validate(args.hdf5_path)
+    return validate(args.hdf5_path, args.include_incomplete)
 
 
 if __name__ == "__main__":

@@ -210,14 +210,14 @@ class LAPOAgent(Agent):
 
     @torch.no_grad()
     def act(self, images: list[torch.Tensor], joint: torch.Tensor) -> torch.Tensor:
-        cond = self.policy_input(self.encoder(images, joint), joint)
+        cond = self.policy_input(self.encoder(self.view(images), joint), joint)
         return self.vae_target.decode(cond, self.actor(cond))
 
     @torch.no_grad()
     def validation_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Per-sample policy action, expectile weight of the recorded action, and squared TD error."""
-        feat = self.encoder(batch.images, batch.joint)
-        next_feat = self.encoder(batch.next_images, batch.next_joint)
+        feat = self.encoder(self.view(batch.images), batch.joint)
+        next_feat = self.encoder(self.view(batch.next_images), batch.next_joint)
         _, weights = self.advantage_weights(feat, next_feat, batch)
         target = batch.reward + batch.not_done * self.config.discount * self.critic_target.v(next_feat)
         td = (self.critic.q1(feat, batch.action) - target.clamp(self.min_v, self.max_v)) ** 2

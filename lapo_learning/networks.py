@@ -1,7 +1,9 @@
 """Backbones chosen by name (as the seed's net_builder) and the multimodal observation encoder.
 
 MLPs: `fc_2layers_{128,256,512,1024}units`, `fc_3layers_1024units`.
-Image encoders: `cnn_3conv_1fc_0` (the Nature-DQN CNN, fast on CPU) and `resnet18` (torchvision).
+Image encoders: `cnn_3conv_1fc_0` (the Nature-DQN CNN, fast on CPU), `keypoints_3conv_16kp` (a small
+GroupNorm CNN ending in a spatial softmax: 16 keypoints' x,y, as robomimic and Diffusion Policy
+use) and `resnet18` (torchvision).
 
 Normalisation layers: RL batches are small and correlated, and a policy runs one frame at a time, so
 BatchNorm statistics would differ between training and deployment. `resnet18` therefore uses
@@ -24,7 +26,7 @@ MLP_BACKBONES: dict[str, tuple[int, ...]] = {
     "fc_2layers_1024units": (1024, 512),
     "fc_3layers_1024units": (1024, 1024, 512),
 }
-IMAGE_ENCODERS = ("cnn_3conv_1fc_0", "resnet18")
+IMAGE_ENCODERS = ("cnn_3conv_1fc_0", "keypoints_3conv_16kp", "resnet18")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -59,10 +61,10 @@ class NatureCNN(nn.Module):
             nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
             nn.Flatten(),
         )
-        with torch.no_grad():
-            flat = self.convs(torch.zeros(1, 3, *image_size)).shape[1]
-        if flat == 0:
+        h, w = _conv_output_size(image_size, ((8, 4), (4, 2), (3, 1)))
+        if min(h, w) < 1:
             raise ValueError(f"image_size {image_size} is too small for cnn_3conv_1fc_0 (min 36x36)")
+        flat = 64 * h * w
         self.fc = nn.Sequential(nn.Linear(flat, out_dim), nn.ReLU())
         self.out_dim = out_dim
 
@@ -70,8 +72,64 @@ class NatureCNN(nn.Module):
         return self.fc(self.convs(x))
 
 
+def _conv_output_size(size: Sequence[int], layers: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """(H, W) after unpadded convolutions of the given (kernel, stride); <= 0 where one does not fit."""
+    h, w = size
+    for kernel, stride in layers:
+        h, w = (h - kernel) // stride + 1, (w - kernel) // stride + 1
+    return h, w
+
+
 def _group_norm(channels: int) -> nn.Module:
     return nn.GroupNorm(min(32, channels), channels)
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature maps [B,C,H,W] -> the expected image coordinates of K learned keypoints [B,2K].
+
+    A 1x1 convolution makes one map per keypoint; a softmax over its pixels (with a learned
+    temperature) is a distribution whose mean (x, y) in [-1, 1] is the keypoint (Levine et al.
+    2016; robomimic's SpatialSoftmax). An object's position comes out as a number with sub-pixel
+    precision instead of being spread over a flattened feature map.
+    """
+
+    def __init__(self, channels: int, keypoints: int) -> None:
+        super().__init__()
+        self.keypoints = nn.Conv2d(channels, keypoints, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = self.keypoints(x)
+        b, k, h, w = maps.shape
+        attention = torch.softmax(maps.flatten(2) / self.log_temperature.exp(), dim=-1).view(b, k, h, w)
+        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
+        return torch.cat([(attention.sum(2) * xs).sum(-1), (attention.sum(3) * ys).sum(-1)], dim=1)
+
+
+class KeypointCNN(nn.Module):
+    """`keypoints_3conv_16kp`: Conv(16,5,s2)-Conv(32,3,s2)-Conv(32,3), each GroupNorm+ReLU, then a
+    16-keypoint SpatialSoftmax: 32 outputs. Narrow and strided to cost about twice the Nature CNN
+    on the CPU; the softmax's expectation still places a keypoint between the map's cells."""
+
+    LAYERS = ((16, 5, 2), (32, 3, 2), (32, 3, 1))  # (channels, kernel, stride)
+
+    def __init__(self, image_size: tuple[int, int], keypoints: int = 16) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 3
+        for channels, kernel, stride in self.LAYERS:
+            layers += [nn.Conv2d(in_ch, channels, kernel, stride=stride), _group_norm(channels), nn.ReLU()]
+            in_ch = channels
+        self.convs = nn.Sequential(*layers)
+        h, w = _conv_output_size(image_size, [(kernel, stride) for _, kernel, stride in self.LAYERS])
+        if min(h, w) < 2:  # a 1x1 map has no position to find
+            raise ValueError(f"image_size {image_size} is too small for keypoints_3conv_16kp (min 21x21)")
+        self.softmax = SpatialSoftmax(in_ch, keypoints)
+        self.out_dim = 2 * keypoints
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.softmax(self.convs(x))
 
 
 class ResNet18Encoder(nn.Module):
@@ -102,6 +160,10 @@ def build_image_encoder(name: str, image_size: tuple[int, int], pretrained: bool
         if pretrained:
             raise ValueError("pretrained weights exist only for resnet18")
         return NatureCNN(image_size)
+    if name == "keypoints_3conv_16kp":
+        if pretrained:
+            raise ValueError("pretrained weights exist only for resnet18")
+        return KeypointCNN(image_size)
     if name == "resnet18":
         return ResNet18Encoder(pretrained=pretrained)
     raise ValueError(f"unknown image encoder {name!r}; choose one of {list(IMAGE_ENCODERS)}")
@@ -159,4 +221,29 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | No
     batch = torch.arange(b, device=images.device).view(b, 1, 1)
     out = padded.permute(0, 2, 3, 1)[batch, rows.view(b, h, 1), cols.view(b, 1, w)]
     return out.to(torch.uint8)
+
+
+def crop_size(image_size: Sequence[int], fraction: float) -> tuple[int, int]:
+    """(H, W) of a crop keeping `fraction` of each side (at least one pixel)."""
+    return max(1, round(image_size[0] * fraction)), max(1, round(image_size[1] * fraction))
+
+
+def random_crop(images: torch.Tensor, size: tuple[int, int], generator: torch.Generator | None = None
+                ) -> torch.Tensor:
+    """robomimic-style augmentation: a `size` window of uint8 [B,H,W,3] at a random place per sample."""
+    b, h, w, _ = images.shape
+    ch, cw = size
+    top = torch.randint(0, h - ch + 1, (b,), device=images.device, generator=generator)
+    left = torch.randint(0, w - cw + 1, (b,), device=images.device, generator=generator)
+    rows = torch.arange(ch, device=images.device).view(1, ch) + top.view(b, 1)
+    cols = torch.arange(cw, device=images.device).view(1, cw) + left.view(b, 1)
+    batch = torch.arange(b, device=images.device).view(b, 1, 1)
+    return images[batch, rows.view(b, ch, 1), cols.view(b, 1, cw)]
+
+
+def center_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The middle `size` window of uint8 [B,H,W,3]: what a randomly cropped model sees at inference."""
+    h, w = images.shape[1:3]
+    top, left = (h - size[0]) // 2, (w - size[1]) // 2
+    return images[:, top:top + size[0], left:left + size[1]]
 

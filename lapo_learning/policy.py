@@ -11,7 +11,7 @@ import torch
 
 from lapo_learning.agent import Agent
 from lapo_learning.checkpoint import load_checkpoint, restore_agent
-from lapo_learning.schema import DatasetStatistics, ObservationSchema, resize_image
+from lapo_learning.schema import DatasetStatistics, ObservationSchema
 from lapo_learning.temporal_ensemble import TemporalEnsemble
 
 log = logging.getLogger("lapo_learning.policy")
@@ -52,7 +52,7 @@ class GraphedAct:
 class Policy:
     """Raw camera images + raw joints in, raw (unnormalised) joint commands out.
 
-    Does exactly the preprocessing of training: `resize_image` to the schema's size, joint
+    Does exactly the preprocessing of training: `ObservationSchema.preprocess` (crop, resize), joint
     z-scoring with the training statistics, and un-normalises the action. A policy trained with
     action chunks (`action_chunk` > 1) is stateful in `select_action`: it averages the overlapping
     chunks of successive calls (TemporalEnsemble), so call it once per control tick and `reset()`
@@ -109,7 +109,7 @@ class Policy:
             if len(batch) != len(joints):
                 raise ValueError(f"{cam}: {len(batch)} images for {len(joints)} joint vectors")
             try:
-                arr = np.stack([resize_image(np.asarray(img), self.schema.image_size) for img in batch])
+                arr = np.stack([self.schema.preprocess(cam, np.asarray(img)) for img in batch])
             except ValueError as exc:
                 raise ValueError(f"{cam}: {exc}") from exc
             images.append(torch.from_numpy(arr).to(self.device))

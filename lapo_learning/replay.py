@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from lapo_learning.dataset import OfflineDataset
+from lapo_learning.outliers import robust_range
 from lapo_learning.schema import CAMERAS, DatasetStatistics, Normalizer, relative_to_joints
 
 
@@ -36,11 +37,14 @@ def fit_statistics(ds: OfflineDataset, indices: np.ndarray, reward_scale: float 
     value range, and so the critic's targets, of the same order whatever the task's reward units.
     `relative_actions`: the model's targets are action - joint position (see DatasetStatistics).
     `action_chunk`: the model predicts chunks of this many actions, each step normalised on its own.
+    `action_low`/`action_high` (the policy node's default limits) are the robust range of the raw
+    actions, which one outlier cannot widen.
     """
     actions, joints = ds.actions[indices], ds.joint[indices]
     if reward_scale is None:
         reward_scale = float(np.abs(ds.rewards[indices]).max()) or 1.0
     index = ds.schema.action_joint_index() if relative_actions else None
+    action_low, action_high = robust_range(actions)
     targets = relative_to_joints(ds.action_chunks(action_chunk, indices), joints, index)
     return DatasetStatistics(
         joint=Normalizer.fit(joints),
@@ -49,6 +53,8 @@ def fit_statistics(ds: OfflineDataset, indices: np.ndarray, reward_scale: float 
         action_max=actions.max(axis=0),
         reward_scale=reward_scale,
         action_joint_index=index,
+        action_low=action_low,
+        action_high=action_high,
     )
 
 

@@ -40,6 +40,32 @@ def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
+CropBox = tuple[float, float, float, float]  # (top, left, height, width), fractions of the image
+
+
+def check_crop(camera: str, box: Sequence[float]) -> CropBox:
+    """A crop box as a tuple of 4 floats inside the unit square, or ValueError naming the camera."""
+    if len(box) != 4:
+        raise ValueError(f"crop of {camera}: expected (top, left, height, width), got {list(box)}")
+    top, left, height, width = (float(v) for v in box)
+    if not (0.0 <= top < 1.0 and 0.0 <= left < 1.0 and height > 0.0 and width > 0.0
+            and top + height <= 1.0 + 1e-9 and left + width <= 1.0 + 1e-9):
+        raise ValueError(f"crop of {camera}: (top {top}, left {left}, height {height}, width {width}) must lie "
+                         "inside the image, as fractions of its height and width")
+    return top, left, height, width
+
+
+def crop_image(image: np.ndarray, box: CropBox) -> np.ndarray:
+    """The part of an HxWx3 image inside `box` (fractions of H and W, rounded to whole pixels).
+
+    Fractions, not pixels, so a crop chosen on one recording size applies to any other.
+    """
+    h, w = image.shape[:2]
+    top, left = min(round(box[0] * h), h - 1), min(round(box[1] * w), w - 1)
+    bottom, right = max(top + 1, round((box[0] + box[2]) * h)), max(left + 1, round((box[1] + box[3]) * w))
+    return image[top:min(bottom, h), left:min(right, w)]  # at least one pixel, never past the edge
+
+
 @dataclass
 class Normalizer:
     """Per-dimension z-scoring with clipping to +-NORM_CLIP."""
@@ -76,7 +102,9 @@ class ObservationSchema:
 
     `joint_names`/`action_names` may be generic (`joint_0`...) when the data did not carry names;
     `rate_hz` is the sampling rate of the recording (None when unknown), which the policy node
-    uses as its default control rate.
+    uses as its default control rate. `crops` maps a camera to the box (fractions of the image)
+    that the model sees of it; `preprocess` applies it and the resize, at dataset load time and in
+    the policy alike.
     """
 
     image_size: tuple[int, int]
@@ -84,12 +112,17 @@ class ObservationSchema:
     action_names: tuple[str, ...]
     cameras: tuple[str, ...] = CAMERAS
     rate_hz: float | None = None
+    crops: dict[str, CropBox] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
         self.joint_names = tuple(str(n) for n in self.joint_names)
         self.action_names = tuple(str(n) for n in self.action_names)
         self.cameras = tuple(self.cameras)
+        unknown = sorted(set(self.crops) - set(self.cameras))
+        if unknown:
+            raise ValueError(f"crops name cameras {unknown} that are not among {list(self.cameras)}")
+        self.crops = {cam: check_crop(cam, box) for cam, box in self.crops.items()}
         if min(self.image_size) <= 0:
             raise ValueError(f"image_size must be positive, got {self.image_size}")
         if not self.joint_names or not self.action_names:
@@ -101,6 +134,13 @@ class ObservationSchema:
     @property
     def joint_dim(self) -> int:
         return len(self.joint_names)
+
+    def preprocess(self, camera: str, image: np.ndarray) -> np.ndarray:
+        """A camera's uint8 HxWx3 image (any size) -> the model's input: its crop, resized to image_size."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 HxWx3 image, got dtype {image.dtype} shape {tuple(image.shape)}")
+        box = self.crops.get(camera)
+        return resize_image(image if box is None else crop_image(image, box), self.image_size)
 
     @property
     def action_dim(self) -> int:
@@ -132,6 +172,7 @@ class ObservationSchema:
         d["joint_names"] = list(self.joint_names)
         d["action_names"] = list(self.action_names)
         d["cameras"] = list(self.cameras)
+        d["crops"] = {cam: list(box) for cam, box in self.crops.items()}
         return d
 
     @classmethod
@@ -142,6 +183,7 @@ class ObservationSchema:
             action_names=tuple(d["action_names"]),
             cameras=tuple(d.get("cameras", CAMERAS)),
             rate_hz=d.get("rate_hz"),
+            crops={cam: tuple(box) for cam, box in d.get("crops", {}).items()},
         )
 
     def to_json(self) -> str:
@@ -169,6 +211,8 @@ class ObservationSchema:
                 problems.append(f"{label} differ at " + ", ".join(diff))
         if check_image_size and self.image_size != other.image_size:
             problems.append(f"image_size {self.image_size} != {other.image_size}")
+        if check_image_size and self.crops != other.crops:
+            problems.append(f"crops {self.crops} != {other.crops}")
         return problems
 
     def require_compatible(self, other: "ObservationSchema", what: str, **kw: Any) -> None:
@@ -198,13 +242,17 @@ class DatasetStatistics:
     joint: Normalizer
     # Of the model's targets, K*A wide for chunks of K actions: raw actions, or action - joint (relative).
     action: Normalizer
-    action_min: np.ndarray  # raw actions, for the policy node's default limits
+    action_min: np.ndarray  # raw training actions' extremes (an outlier sets them: not for limits)
     action_max: np.ndarray
     reward_scale: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
     # Relative actions: the model predicts each action minus the measured position of its joint
     # (these indices into the joint vector); None: absolute actions.
     action_joint_index: tuple[int, ...] | None = None
+    # Robust range of the raw training actions (outliers.robust_range), the policy node's default
+    # limits; None in checkpoints written before it existed.
+    action_low: np.ndarray | None = None
+    action_high: np.ndarray | None = None
 
     @property
     def action_dim(self) -> int:
@@ -233,6 +281,8 @@ class DatasetStatistics:
             "reward_scale": float(self.reward_scale),
             "extra": self.extra,
             "action_joint_index": None if self.action_joint_index is None else list(self.action_joint_index),
+            "action_low": _float_list(self.action_low),
+            "action_high": _float_list(self.action_high),
         }
 
     @classmethod
@@ -245,4 +295,21 @@ class DatasetStatistics:
             reward_scale=float(d.get("reward_scale", 1.0)),
             extra=dict(d.get("extra", {})),
             action_joint_index=None if d.get("action_joint_index") is None else tuple(d["action_joint_index"]),
+            action_low=_float_array(d.get("action_low")),
+            action_high=_float_array(d.get("action_high")),
         )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every numeric array, by name (to check that a loaded checkpoint's are finite)."""
+        named = {"joint.mean": self.joint.mean, "joint.std": self.joint.std, "action.mean": self.action.mean,
+                 "action.std": self.action.std, "action_min": self.action_min, "action_max": self.action_max,
+                 "action_low": self.action_low, "action_high": self.action_high}
+        return {k: np.asarray(v) for k, v in named.items() if v is not None}
+
+
+def _float_list(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else np.asarray(values, dtype=np.float32).tolist()
+
+
+def _float_array(values: Sequence[float] | None) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=np.float32)

@@ -5,7 +5,8 @@
 Writes results/Exp{ExpID}/multimodal_robot/: progress.csv, params.json, model_best_{algo}.pth
 (lowest validation selection metric, see validation_metrics), model_final_{algo}.pth,
 model_{step}.pth every --save_freq steps (full state: `--load_model STEP` resumes exactly),
-training_curves.png.
+training_curves.png, and tensorboard/ (every progress.csv column as a scalar; `--no_tensorboard`
+turns it off): `tensorboard --logdir results`.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from lapo_learning.checkpoint import (VALUE_RANGE_KEY, CheckpointError, build_ag
 from lapo_learning.dataset import OfflineDataset, load_dataset, split_episodes
 from lapo_learning.dataset_format import DatasetError
 from lapo_learning.networks import IMAGE_ENCODERS, MLP_BACKBONES
+from lapo_learning.outliers import ABSOLUTE_BOUND, ROBUST_PERCENTILE
 from lapo_learning.plotting import plot_progress
 from lapo_learning.replay import ReplayBuffer, fit_statistics
 from lapo_learning.schema import SchemaMismatch
@@ -54,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="MLP backbone for the joint vector")
     a("--image_size", type=int, nargs=2, default=(84, 84), metavar=("H", "W"),
       help="model image size; dataset images are resized once at load time")
+    a("--crop", nargs=5, action="append", default=[], metavar=("CAMERA", "TOP", "LEFT", "HEIGHT", "WIDTH"),
+      help="the part of a camera's stored image the model sees, as fractions of its height and width, "
+           "e.g. --crop global_image 0.3 0.35 0.4 0.3; cropped before the resize to --image_size, at load "
+           "time and in the policy alike (the checkpoint carries it); repeat per camera; default: whole image")
     a("--batch_size", type=int, default=64, help="transitions per gradient step")
     a("--max_timesteps", type=int, default=50000, help="total gradient steps")
     a("--eval_freq", type=int, default=1000, help="steps between validation, progress rows and best-model checks")
@@ -72,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--vae_lr", type=float, default=1e-4, help="VAE learning rate")
     a("--critic_lr", type=float, default=5e-4, help="critic + observation encoder learning rate")
     a("--augment_pad", type=int, default=4, help="random-shift augmentation in pixels (0 = off)")
+    a("--augment_crop", type=float, default=1.0,
+      help="random-crop augmentation: train on random windows keeping this fraction of each image side, "
+           "run on the centre window (robomimic's CropRandomizer); 1 = off (default)")
     a("--action_space", choices=("absolute", "relative"), default="absolute",
       help="what the model predicts: the recorded action (absolute), or the action minus the measured "
            "position of the same-named joint (relative: for position-commanded arms, whose next target "
@@ -94,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     a("--load_exp", default=None, help="ExpID whose checkpoint --load_model reads (default: --ExpID)")
     a("--include_incomplete", action="store_true",
       help="also train on episodes the recorder marked incomplete (interrupted recordings)")
+    a("--skip_invalid", action="store_true",
+      help="train on the valid files of a directory and leave out, with a warning naming each, the files "
+           "that fail validation or cannot be read (truncated, corrupt); by default one such file stops "
+           "training with an error naming it and its problems (see `create_dataset --validate`)")
+    a("--allow_outliers", action="store_true",
+      help="train even on files with implausible joint/action values (far outside their column's "
+           f"{ROBUST_PERCENTILE:g}-{100 - ROBUST_PERCENTILE:g}th percentile range, or |value| > "
+           f"{ABSOLUTE_BOUND:g}; `create_dataset --validate` lists them), which are refused by default: "
+           "one such value skews the normalisation of its joint")
+    a("--tensorboard", dest="tensorboard", action="store_true", default=True,
+      help="also write every progress.csv column as TensorBoard scalars in <run folder>/tensorboard "
+           "(the default; view with `tensorboard --logdir results`)")
+    a("--no_tensorboard", dest="tensorboard", action="store_false", help="do not write TensorBoard scalars")
     a("--log_level", default="INFO", help="logging level")
     return p
 
@@ -105,7 +127,7 @@ def agent_config(args: argparse.Namespace) -> AgentConfig:
         discount=args.discount, tau=args.tau, expectile=args.expectile, kl_beta=args.kl_beta,
         max_latent_action=args.max_latent_action, doubleq_min=args.doubleq_min,
         policy_noise=0.0 if args.no_noise else 0.2, actor_lr=args.actor_lr, vae_lr=args.vae_lr,
-        critic_lr=args.critic_lr, augment_pad=args.augment_pad, action_chunk=args.action_chunk,
+        critic_lr=args.critic_lr, augment_pad=args.augment_pad, augment_crop=args.augment_crop, action_chunk=args.action_chunk,
         latent_dim=args.latent_dim, joints_to_policy=not args.features_only_policy,
     )
 
@@ -155,13 +177,24 @@ def validation_metrics(agent: Agent, val: ReplayBuffer, mean_action: torch.Tenso
 
 
 class ProgressLog:
-    """progress.csv, appended row by row (flushed, so a crash keeps what was logged)."""
+    """progress.csv, appended row by row (flushed, so a crash keeps what was logged), and the same
+    rows as TensorBoard scalars when `tensorboard_dir` is given."""
 
-    def __init__(self, path: Path, resume_from: Path | None = None, resume_step: int = 0) -> None:
+    def __init__(self, path: Path, resume_from: Path | None = None, resume_step: int = 0,
+                 tensorboard_dir: Path | None = None) -> None:
         """`resume_from`: the progress.csv of the run being resumed; its rows up to `resume_step` are kept."""
         self.path = path
         self.fields: list[str] | None = None
         self.best = float("inf")  # lowest selection_metric so far, kept across a resume
+        self.tensorboard: Any = None
+        if tensorboard_dir is not None:
+            try:  # imported only when used: it pulls in TensorBoard and protobuf
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise ValueError(f"TensorBoard is not installed ({exc}): pip install tensorboard, "
+                                 "or train with --no_tensorboard") from exc
+            # purge_step: a resumed run drops the events the interrupted run logged after resume_step.
+            self.tensorboard = SummaryWriter(str(tensorboard_dir), purge_step=resume_step + 1 if resume_step else None)
         rows = []
         if resume_from is not None and resume_from.exists():
             with resume_from.open() as f:
@@ -186,10 +219,21 @@ class ProgressLog:
             self._write([row], "w")
         else:
             self._write([row], "a")
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self.tensorboard.add_scalar(key, value, row["step"])
+            self.tensorboard.flush()  # once per row: the writer's own timer would lose rows on a crash
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 def prepare(args: argparse.Namespace) -> tuple[OfflineDataset, np.ndarray, np.ndarray]:
-    ds = load_dataset(args.hdf5_path, image_size=tuple(args.image_size), include_incomplete=args.include_incomplete)
+    crops = {cam: tuple(float(v) for v in box) for cam, *box in args.crop}
+    ds = load_dataset(args.hdf5_path, image_size=tuple(args.image_size), include_incomplete=args.include_incomplete,
+                      allow_outliers=args.allow_outliers, crops=crops, skip_invalid=args.skip_invalid)
     train_eps, val_eps = split_episodes(ds.n_episodes, args.train_test_split, args.seed)
     log.info("dataset %s: %d samples, %d episodes (%d train / %d validation), joints %d, actions %d",
              args.hdf5_path, len(ds), ds.n_episodes, len(train_eps), len(val_eps),
@@ -237,7 +281,8 @@ def train(args: argparse.Namespace) -> Path:
     params.update(device=str(device), schema=agent.schema.to_dict(), n_train_samples=train_buf.size,
                   n_val_samples=val_buf.size)
     (run_dir / "params.json").write_text(json.dumps(params, indent=2))
-    progress = ProgressLog(run_dir / "progress.csv", src.parent / "progress.csv" if src else None, start)
+    progress = ProgressLog(run_dir / "progress.csv", src.parent / "progress.csv" if src else None, start,
+                           run_dir / "tensorboard" if args.tensorboard else None)
 
     sums: dict[str, float] = {}
     n_steps = 0
@@ -273,6 +318,7 @@ def train(args: argparse.Namespace) -> Path:
                             with_optimizers=True, rng=rng_state(train_buf))
     save_checkpoint(run_dir / f"model_final_{args.algo}.pth", agent, stats, params, args.max_timesteps,
                     with_optimizers=False)
+    progress.close()
     plot_progress(run_dir / "progress.csv", run_dir / "training_curves.png")
     log.info("done: %s", run_dir)
     return run_dir

@@ -5,11 +5,13 @@
 
 Observations come from the same subscriptions and sampler as the recorder
 (`lapo_ros.observation_inputs`): each tick takes the newest message of every stream, skips the
-tick when one is missing or older than `max_age`, runs `Policy.select_action`, passes the action
-through `lapo_ros.safety.SafetyFilter` (joint limits, per-tick change, non-finite rejection) and
-publishes it on `action.topic` as `action.type` (the same parameters the recorder reads the
-commanded actions from). It starts disabled unless `autostart`; `~/enable` switches it.
-Diagnostics (latency percentiles, rate, skip/clamp counts) go to `~/diagnostics` and the log.
+tick when one is missing or older than `max_age` or a joint is not finite, runs
+`Policy.select_action`, passes the action through `lapo_ros.safety.SafetyFilter` (tracking
+watchdog, non-finite rejection, joint limits, per-tick change) and publishes it on `action.topic`
+as `action.type` (the same parameters the recorder reads the commanded actions from). Every skipped
+or rejected tick restarts the next command from the measured position. It starts disabled unless
+`autostart`; `~/enable` switches it and re-arms a tripped watchdog. Diagnostics (health level,
+latency percentiles, rate, skip/reject/clamp counts) go to `~/diagnostics` and the log.
 """
 from __future__ import annotations
 
@@ -29,13 +31,13 @@ from std_srvs.srv import SetBool
 
 from lapo_learning.checkpoint import CheckpointError
 from lapo_learning.policy import Policy, load_policy
+from lapo_learning.recording import InputError, InputParams, ParameterError
 from lapo_learning.schema import ObservationSchema, SchemaMismatch
 from lapo_ros.joint_msgs import array_to_command, command_msg_class
 from lapo_ros.node_runner import run_node
-from lapo_ros.observation_inputs import (InputError, InputParams, ObservationInputs, ParameterError,
-                                         declare_input_parameters)
-from lapo_ros.policy_diagnostics import LoopStatistics
-from lapo_ros.safety import SafetyConfig, SafetyFilter, limits_from_training
+from lapo_ros.observation_inputs import ObservationInputs, declare_input_parameters
+from lapo_ros.policy_diagnostics import LoopStatistics, loop_health
+from lapo_ros.safety import JointLimits, SafetyConfig, SafetyFilter, resolve_limits
 
 NODE_NAME = "policy"
 STALE_WARN_PERIOD_S = 2.0  # throttle of the "input stale" warning
@@ -69,6 +71,8 @@ class PolicyParams:
     joint_lower_limits: tuple[float, ...]  # () = from the training actions
     joint_upper_limits: tuple[float, ...]
     limit_margin: float
+    tracking_max_error: float
+    tracking_timeout: float
     trajectory_time_from_start: float  # 0 = one control period
     diagnostics_period: float
     diagnostics_log_every: int
@@ -81,7 +85,8 @@ class PolicyParams:
         for name in ("torch_threads", "control_rate", "ensemble_decay", "limit_margin", "trajectory_time_from_start"):
             if not getattr(self, name) >= 0:
                 raise ParameterError(f"parameter '{name}' must be >= 0, got {getattr(self, name)}")
-        for name in ("default_control_rate", "max_delta_per_tick", "diagnostics_period", "diagnostics_log_every"):
+        for name in ("default_control_rate", "max_delta_per_tick", "tracking_max_error", "tracking_timeout",
+                     "diagnostics_period", "diagnostics_log_every"):
             if not getattr(self, name) > 0:
                 raise ParameterError(f"parameter '{name}' must be > 0, got {getattr(self, name)}")
 
@@ -102,13 +107,21 @@ def declare_policy_parameters(node: Node) -> PolicyParams:
                                 "weights exp(-decay*i) with i = 0 the oldest prediction (ACT's 0.01)"),
         max_delta_per_tick=_declare(node, "max_delta_per_tick", 0.05,
                                     "largest change of any joint command per tick (command units, e.g. rad); "
-                                    "the first tick after enabling is measured from the joint state"),
+                                    "the first tick after enabling or after a paused tick is measured from the joint state"),
         joint_lower_limits=_double_array(node, "joint_lower_limits",
-                                         "per-action lower limits; unset = training action minimum - margin"),
+                                         "per-action lower limits (set them for a real robot); unset = the "
+                                         "training actions' 0.5th percentile - margin"),
         joint_upper_limits=_double_array(node, "joint_upper_limits",
-                                         "per-action upper limits; unset = training action maximum + margin"),
+                                         "per-action upper limits (set them for a real robot); unset = the "
+                                         "training actions' 99.5th percentile + margin"),
         limit_margin=_declare(node, "limit_margin", 0.05,
-                              "default limits widen the training action range by this fraction of it"),
+                              "default limits widen the training actions' robust range by this fraction of it"),
+        tracking_max_error=_declare(node, "tracking_max_error", 0.3,
+                                    "tracking watchdog: largest distance (command units, e.g. rad) allowed "
+                                    "between the last published command and a joint's measured position"),
+        tracking_timeout=_declare(node, "tracking_timeout", 0.5,
+                                  "tracking watchdog: seconds a joint may stay beyond tracking_max_error "
+                                  "before the node stops publishing until re-enabled"),
         trajectory_time_from_start=_declare(node, "trajectory_time_from_start", 0.0,
                                             "joint_trajectory only: time_from_start of the point (s); "
                                             "0 = one control period"),
@@ -149,9 +162,12 @@ class PolicyNode(Node):
         self.measured_index = np.array([inputs.joint_names.index(n) for n in self.action_names])
 
         try:
-            self.safety = SafetyFilter(SafetyConfig(*self._limits(), p.max_delta_per_tick))
+            self.limits: JointLimits = resolve_limits(self.action_names, p.joint_lower_limits, p.joint_upper_limits,
+                                                      self.policy.stats, p.limit_margin)
+            self.safety = SafetyFilter(SafetyConfig(self.limits.lower, self.limits.upper, p.max_delta_per_tick,
+                                                    p.tracking_max_error, p.tracking_timeout))
         except ValueError as exc:
-            raise ParameterError(f"parameters 'joint_lower_limits'/'joint_upper_limits': {exc}") from exc
+            raise ParameterError(f"joint limits: {exc}") from exc
         self.policy.warm_up()  # the first control tick must not pay for lazy set-up
         self.rate_hz = p.control_rate or self.policy.schema.rate_hz or p.default_control_rate
         self.period = 1.0 / self.rate_hz
@@ -165,6 +181,7 @@ class PolicyNode(Node):
         self.stats = LoopStatistics(self.rate_hz)
         self.enabled = False
         self.stopped = False
+        self.fault: str | None = None  # why the node stopped itself (tracking watchdog), until re-enabled
 
         self.inputs = ObservationInputs(self, inputs, with_actions=False, with_reward=False)
         self.publisher = self.create_publisher(command_msg_class(inputs.action_type), inputs.action_topic, 10)
@@ -172,32 +189,30 @@ class PolicyNode(Node):
         self.create_service(SetBool, "~/enable", self._on_enable)
         self.timer = self.create_timer(self.period, self._tick)
         self._diag_count = 0
-        self._stale_at_last_diag = 0
+        self._counts_at_last_diag = dict(self.stats.counts)
         self.create_timer(p.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(
             f"loaded {p.checkpoint} (step {self.policy.step}, {self.policy.schema.action_dim} actions, "
             f"device {p.device}); commands {inputs.action_type} on {inputs.action_topic} at {self.rate_hz:g} Hz; "
-            f"limits [{self.safety.config.lower.min():.3g}, {self.safety.config.upper.max():.3g}], "
-            f"max_delta_per_tick {p.max_delta_per_tick:g}")
+            f"max_delta_per_tick {p.max_delta_per_tick:g}; tracking watchdog {p.tracking_max_error:g} for "
+            f"{p.tracking_timeout:g} s")
+        limits = f"joint limits in force, from {self.limits.source}: {self.limits.describe(self.action_names)}"
+        if self.limits.from_training:
+            self.get_logger().warning(f"{limits}. Configure joint limits for a real robot (parameters "
+                                      "joint_lower_limits/joint_upper_limits)")
+        else:
+            self.get_logger().info(limits)
         self._set_enabled(p.autostart)
-
-    def _limits(self) -> tuple[np.ndarray, np.ndarray]:
-        n, lower, upper = len(self.action_names), self.params.joint_lower_limits, self.params.joint_upper_limits
-        if not lower and not upper:
-            stats = self.policy.stats
-            return limits_from_training(stats.action_min, stats.action_max, self.params.limit_margin)
-        for name, values in (("joint_lower_limits", lower), ("joint_upper_limits", upper)):
-            if len(values) != n:
-                raise ParameterError(f"parameter '{name}' has {len(values)} entries, expected {n} "
-                                     f"(one per action: {list(self.action_names)})")
-        return np.asarray(lower), np.asarray(upper)
 
     # Enable/disable -------------------------------------------------------------------------------
     def _set_enabled(self, enabled: bool) -> None:
         if enabled and not self.enabled:
-            # Re-enabling starts again from the measured position, with fresh period statistics
-            # and no action chunks from before.
-            self.safety.reset()
+            # Re-enabling starts again from the measured position (a tripped watchdog re-armed),
+            # with fresh period statistics and no action chunks from before.
+            self.safety.rearm()
+            if self.fault:
+                self.get_logger().info(f"re-enabled after: {self.fault}")
+            self.fault = None
             self.policy.reset()
             self.stats.start(self._now_s())
         self.enabled = enabled
@@ -219,36 +234,44 @@ class PolicyNode(Node):
         self.destroy_timer(self.timer)
 
     # Control loop ---------------------------------------------------------------------------------
+    def _pause(self, counter: str, message: str) -> None:
+        """A tick that publishes nothing: the robot may move meanwhile, so the next command starts
+        again from the measured position, and older chunks' steps no longer line up with the ticks."""
+        self.stats.count(counter)
+        self.safety.reset()
+        self.policy.reset()
+        self.get_logger().warning(f"not publishing: {message}", throttle_duration_sec=STALE_WARN_PERIOD_S)
+
     def _tick(self) -> None:
         if not self.enabled:
             return
         now = self.get_clock().now()
         sample = self.inputs.sample(now)  # raises InputError (fatal) on unusable messages
         if sample is None:
-            self.stats.count("stale_skips")
-            self.safety.reset()  # the robot may have moved meanwhile: resume from the measurement
-            self.policy.reset()  # older chunks' steps no longer line up with the ticks
             stale = self.inputs.sampler.stale_streams(now.nanoseconds * 1e-9)
-            self.get_logger().warning(
-                f"not publishing: no recent input on {', '.join(self.inputs.topics[s] for s in stale)} "
-                f"(max_age {self.inputs_params.max_age:g} s)", throttle_duration_sec=STALE_WARN_PERIOD_S)
+            self._pause("stale_skips", f"no recent input on {', '.join(self.inputs.topics[s] for s in stale)} "
+                                       f"(max_age {self.inputs_params.max_age:g} s)")
+            return
+        nonfinite = [n for n, v in zip(self.inputs_params.joint_names, sample.joint) if not np.isfinite(v)]
+        if nonfinite:
+            self._pause("nonfinite_joints", f"measured position of {nonfinite} is not finite "
+                                            f"(on {self.inputs_params.joint_states_topic})")
             return
         images = [sample.images[cam] for cam in self.policy.schema.cameras]
         start = time.perf_counter()
         try:
             with torch.inference_mode():
                 action = self.policy.select_action(*images, sample.joint)
-        except ValueError as exc:  # e.g. a NaN in the measured joints: skip this tick
-            self.stats.count("errors")
-            self.policy.reset()
-            self.get_logger().error(f"inference failed, not publishing: {exc}", throttle_duration_sec=STALE_WARN_PERIOD_S)
+        except ValueError as exc:
+            self._pause("errors", f"inference failed: {exc}")
             return
         self.stats.add_latency(time.perf_counter() - start)
-        result = self.safety.apply(action, sample.joint[self.measured_index])
+        result = self.safety.apply(action, sample.joint[self.measured_index], now.nanoseconds * 1e-9)
+        if result.tracking_fault is not None:
+            self._trip(result.tracking_fault.describe(self.action_names, self.params.tracking_max_error))
+            return
         if result.rejected_nonfinite:
-            self.stats.count("nonfinite_rejections")
-            self.get_logger().warning("policy output is not finite: not publishing this tick",
-                                      throttle_duration_sec=STALE_WARN_PERIOD_S)
+            self._pause("nonfinite_rejections", "policy output is not finite")
             return
         if result.n_clamped:
             self.stats.count("clamped")
@@ -259,23 +282,27 @@ class PolicyNode(Node):
                                                 stamp=stamp, time_from_start=self.time_from_start))
         self.stats.add_publish(self._now_s())  # after publishing: the jitter includes inference
 
+    def _trip(self, fault: str) -> None:
+        """Stop publishing until an operator re-enables (the watchdog stays tripped until then)."""
+        self.stats.count("tracking_faults")
+        self.policy.reset()
+        self.fault = fault
+        self.enabled = False
+        self.get_logger().error(f"{fault}: call ~/enable to resume")
+
     # Diagnostics ----------------------------------------------------------------------------------
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _publish_diagnostics(self) -> None:
         summary = self.stats.summary(self._now_s())
-        status = DiagnosticStatus(name=f"{self.get_name()}: control loop", hardware_id=self.get_fully_qualified_name())
-        if not self.enabled:
-            status.level, status.message = DiagnosticStatus.OK, "disabled"
-        elif summary.latency_p99_ms > 1e3 * self.period:
-            status.level, status.message = DiagnosticStatus.WARN, "inference p99 exceeds the control period"
-        elif summary.counts["stale_skips"] > self._stale_at_last_diag:
-            status.level, status.message = DiagnosticStatus.WARN, "ticks skipped: stale or missing input"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, "running"
+        recent = {k: v - self._counts_at_last_diag[k] for k, v in summary.counts.items()}
+        level, message = loop_health(self.enabled, self.fault, recent, summary.latency_p99_ms, 1e3 * self.period)
+        status = DiagnosticStatus(name=f"{self.get_name()}: control loop", hardware_id=self.get_fully_qualified_name(),
+                                  level=level.to_bytes(1, "little"), message=message)
         values = {
             "enabled": str(self.enabled),
+            "limits_from": self.limits.source,
             "nominal_rate_hz": f"{self.rate_hz:g}",
             "achieved_rate_hz": f"{summary.achieved_rate_hz:.2f}",
             "inference_latency_p50_ms": f"{summary.latency_p50_ms:.2f}",
@@ -289,9 +316,10 @@ class PolicyNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_publisher.publish(msg)
         self._diag_count += 1
-        self._stale_at_last_diag = summary.counts["stale_skips"]
+        self._counts_at_last_diag = summary.counts
         if self._diag_count % self.params.diagnostics_log_every == 0:
-            self.get_logger().info(f"{'enabled' if self.enabled else 'disabled'}: {self.stats.log_line(self._now_s())}")
+            self.get_logger().info(f"{'enabled' if self.enabled else 'disabled'}: {message}; "
+                                   f"{self.stats.log_line(self._now_s())}")
 
 
 def main(args: list[str] | None = None) -> int:

@@ -1,7 +1,9 @@
-"""Rolling statistics of the policy loop: inference latency, achieved rate, publish jitter, counts.
+"""Rolling statistics of the policy loop: inference latency, achieved rate, publish jitter, counts,
+and the health level they give.
 
-Pure Python/numpy (no rclpy): the node feeds it and turns `summary()` into a DiagnosticArray and a
-log line; `bench/policy_latency.py` uses the same class, so the bench reports what the node would.
+Pure Python/numpy (no rclpy): the node feeds it and turns `summary()` and `loop_health` into a
+DiagnosticArray and a log line; `bench/policy_latency.py` uses the same class, so the bench reports
+what the node would.
 """
 from __future__ import annotations
 
@@ -23,11 +25,15 @@ class LoopSummary:
 class LoopStatistics:
     """Latencies and publish times over the last `window` ticks, plus lifetime counters.
 
-    Counter names used by the node: published, stale_skips, nonfinite_rejections, clamped
-    (ticks where the limits moved a dimension), rate_limited, errors.
+    Counter names used by the node: published, stale_skips, nonfinite_joints (measured joints not
+    finite), nonfinite_rejections (policy output not finite), errors (inference failed),
+    tracking_faults, clamped (ticks where the limits moved a dimension), rate_limited.
     """
 
-    COUNTERS = ("published", "stale_skips", "nonfinite_rejections", "clamped", "rate_limited", "errors")
+    COUNTERS = ("published", "stale_skips", "nonfinite_joints", "nonfinite_rejections", "errors",
+                "tracking_faults", "clamped", "rate_limited")
+    # Ticks whose output was refused (not merely skipped for want of input).
+    REJECTIONS = ("nonfinite_joints", "nonfinite_rejections", "errors")
 
     def __init__(self, nominal_rate_hz: float, window: int = 500, rate_window_s: float = 5.0) -> None:
         if nominal_rate_hz <= 0 or window < 2 or rate_window_s <= 0:
@@ -93,3 +99,31 @@ class LoopStatistics:
         return (f"inference p50={s.latency_p50_ms:.1f} ms p99={s.latency_p99_ms:.1f} ms, "
                 f"rate={s.achieved_rate_hz:.1f} Hz (nominal {1.0 / self.nominal_period:.1f}), "
                 f"period jitter p99={s.period_jitter_p99_ms:.1f} ms, {counts}")
+
+
+# diagnostic_msgs/DiagnosticStatus levels, as plain ints so that this module needs no ROS.
+OK, WARN, ERROR = 0, 1, 2
+
+
+def loop_health(enabled: bool, fault: str | None, recent: dict[str, int], latency_p99_ms: float,
+                period_ms: float) -> tuple[int, str]:
+    """Level and message of the control loop; `recent`: the counters' increase since the last report.
+
+    A tripped watchdog is an ERROR until re-enabled; ticks rejected since the last report are a WARN,
+    an ERROR when not one command went out meanwhile.
+    """
+    if fault:
+        return ERROR, fault
+    if not enabled:
+        return OK, "disabled"
+    rejected = {k: recent[k] for k in LoopStatistics.REJECTIONS if recent[k]}
+    if rejected:
+        what = ", ".join(f"{k}={v}" for k, v in rejected.items())
+        if recent["published"] == 0:
+            return ERROR, f"every tick rejected, nothing published ({what})"
+        return WARN, f"ticks rejected ({what})"
+    if latency_p99_ms > period_ms:
+        return WARN, "inference p99 exceeds the control period"
+    if recent["stale_skips"]:
+        return WARN, "ticks skipped: stale or missing input"
+    return OK, "running"

@@ -1,7 +1,8 @@
 """Record demonstrations: cameras, joint states and commanded actions into HDF5 episodes.
 
     ros2 launch lapo_ros record.launch.py output_dir:=/data/demos
-    ros2 launch lapo_ros record.launch.py config:=my_robot.yaml use_sim_time:=true
+    ros2 launch lapo_ros record.launch.py config:=my_robot.yaml
+    ros2 launch lapo_ros record.launch.py use_sim_time:=true reward_topic:=/reward   # the sim
 
 Episodes are started and stopped with services:
     ros2 service call /recorder/start std_srvs/srv/Trigger
@@ -27,6 +28,10 @@ def generate_launch_description() -> LaunchDescription:
                               description="directory of the episode files (created if missing)"),
         DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
                               description="follow /clock (the sim) instead of the wall clock"),
+        DeclareLaunchArgument("reward_topic", default_value="",
+                              description="std_msgs Float32 reward topic (the sim: /reward); empty = no "
+                                          "reward topic, the sparse reward from each episode's outcome "
+                                          "(a real robot). Overrides the config file, as output_dir does"),
         Node(
             package="lapo_ros",
             executable="recorder",
@@ -39,6 +44,7 @@ def generate_launch_description() -> LaunchDescription:
                 {
                     "output_dir": ParameterValue(LaunchConfiguration("output_dir"), value_type=str),
                     "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
+                    "reward.topic": ParameterValue(LaunchConfiguration("reward_topic"), value_type=str),
                 },
             ],
         ),

@@ -4,7 +4,9 @@
     ros2 launch lapo_ros sim.launch.py demonstrator:=true noise_std:=0.02 failure_prob:=0.2
 
 The sim publishes /clock: start the recorder and the policy with use_sim_time:=true. The sim node
-itself always runs with use_sim_time false, since it is the clock source.
+itself always runs with use_sim_time false, since it is the clock source. It also publishes its
+stage rewards on /reward, which the recorder only records when told to:
+    ros2 launch lapo_ros record.launch.py use_sim_time:=true reward_topic:=/reward
 """
 from pathlib import Path
 

@@ -9,4 +9,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MUJOCO_GL="${MUJOCO_GL:-osmesa}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-osmesa}"
-exec .venv/bin/python -m lapo_ros.sim_loop "$@"
+exec .venv/bin/python -m lapo_ros.sim.loop "$@"

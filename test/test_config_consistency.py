@@ -34,4 +34,9 @@ def test_sim_topics_match_the_inputs():
     assert sim["global_topic"] == recorder["cameras"]["global_image"]["topic"]
     assert sim["joint_states_topic"] == recorder["joint_states_topic"]
     assert sim["command_topic"] == recorder["action"]["topic"]
-    assert sim["reward_topic"] == recorder["reward"]["topic"]
+
+
+def test_shipped_recorder_config_needs_no_reward_topic():
+    """A real robot has no reward topic: the shipped config records the sparse outcome reward (the
+    sim loop and `record.launch.py reward_topic:=/reward` set the sim's topic explicitly)."""
+    assert params("recorder.yaml")["reward"]["topic"] == ""

@@ -1,4 +1,5 @@
 """The incremental HDF5 episode writer: layout, outcomes, crash safety, write errors, the queue."""
+import re
 import shutil
 import subprocess
 import sys
@@ -150,8 +151,16 @@ def test_sigkill_leaves_a_readable_incomplete_file(tmp_path: Path) -> None:
         np.testing.assert_array_equal(f["observations/left_image"][:, 0, 0, 0], np.arange(7))
 
 
-def test_write_error_keeps_the_samples_written(tmp_path: Path) -> None:
-    """A real OS write error (file size limit, EFBIG; a full disk gives ENOSPC the same way)."""
+def rows(f: h5py.File) -> set[int]:
+    """The row counts of every dataset in the file (one value when they all agree)."""
+    counts: set[int] = set()
+    f.visititems(lambda name, obj: counts.add(len(obj)) if isinstance(obj, h5py.Dataset) else None)
+    return counts
+
+
+def test_write_error_that_persists_does_not_crash(tmp_path: Path) -> None:
+    """A real OS write error that no retry can fix (file size limit, EFBIG): the handles HDF5
+    cannot flush are never closed (closing them segfaults), the process lives on and exits 0."""
     path = tmp_path / "full.hdf5"
     after = textwrap.dedent("""
         import resource, signal
@@ -163,14 +172,93 @@ def test_write_error_keeps_the_samples_written(tmp_path: Path) -> None:
                 w.append(**sample(k, size=(12, 10)))
         except EpisodeWriteError as exc:
             print("ERROR", w.n, exc)
+        assert w.abort("error") == w.path
+        print("alive", flush=True)
     """)
     child = run_child(path, 5, after)
     out, err = child.communicate(timeout=60)
     lines = out.splitlines()
-    assert lines[:1] == ["written"] and lines[1].startswith("ERROR"), (out, err)
-    n = int(lines[1].split()[1])
-    assert n >= 5 and f"the episode is stopped and keeps its first {n} samples" in out
-    assert path.exists()  # how much of it HDF5 can still open depends on where the write failed
+    assert child.returncode == 0, (child.returncode, out, err)
+    assert lines[:1] == ["written"] and lines[1].startswith("ERROR") and lines[2] == "alive", (out, err)
+    assert int(lines[1].split()[1]) >= 5 and f"{path}: writing sample" in out
+    assert "it keeps the rows of its last flush, marked incomplete" in out
+    with h5py.File(path, "r", swmr=True) as f:
+        assert not fmt.is_complete(f) and len(f["actions"]) >= 5
+
+
+FULL_DISK_CHILD = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {test_dir!r})
+    import numpy as np
+    from test_episode_writer import EpisodeWriter, EpisodeWriteError, config, sample
+    w = EpisodeWriter({path!r}, config(flush_every={flush_every}))
+    rng = np.random.default_rng(0)
+    try:
+        for k in range(100000):
+            s = sample(k, size=(48, 64))  # random pixels: lzf cannot shrink them
+            s["images"] = {{c: rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for c in s["images"]}}
+            w.append(**s)
+    except EpisodeWriteError as exc:
+        print("ERROR", w.n, exc, flush=True)
+    print("aborted", w.abort("error"), flush=True)
+""")
+
+
+@pytest.mark.parametrize("flush_every", [1, 7])
+def test_full_disk_stops_the_episode_cleanly(tmp_path: Path, flush_every: int) -> None:
+    """A really full disk (ENOSPC on a 4 MB tmpfs): the episode is cut back to its last whole
+    row, closed and marked, the error names the file, and the process does not crash."""
+    from small_fs import small_filesystem
+
+    with small_filesystem(tmp_path / "disk", "4m") as disk:
+        path = disk / "ep.hdf5"
+        code = FULL_DISK_CHILD.format(test_dir=str(Path(__file__).parent), path=str(path), flush_every=flush_every)
+        child = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert child.returncode == 0, (child.returncode, child.stdout, child.stderr[-3000:])
+        lines = child.stdout.splitlines()
+        assert lines[0].startswith("ERROR"), child.stdout
+        n = int(lines[0].split()[1])  # kept: the rows of the last good flush
+        failed = int(re.search(r"writing sample (\d+) failed: the disk is full", lines[0]).group(1))
+        assert f"{path}: writing sample {failed} failed" in lines[0] and 10 < n <= failed < n + flush_every
+        assert f"its first {n} samples are kept (marked incomplete)" in lines[0]
+        assert lines[1] == f"aborted {path}"
+        assert fmt.validate_file(path) == []
+        with h5py.File(path, "r") as f:  # closed cleanly: opens without SWMR
+            assert rows(f) == {n}
+            assert not fmt.is_complete(f) and f.attrs["outcome"] == "disk_full"
+            assert "No space left on device" in f.attrs["error"]
+            np.testing.assert_array_equal(f["observations/joint"][:, 0], np.arange(n))
+        assert sorted(p.name for p in disk.iterdir()) == ["ep.hdf5"]  # the reserve is released
+
+
+def test_changed_image_size_names_the_stream_and_keeps_rows_equal(tmp_path: Path) -> None:
+    path = tmp_path / "ep.hdf5"
+    w = write(path, 3, None)
+    with pytest.raises(EpisodeWriteError, match=r"writing sample 3 failed: stream right_image has shape "
+                       r"\(24, 20, 3\), the episode stores \(12, 10, 3\).*its first 3 samples are kept"):
+        s = sample(3)
+        s["images"]["right_image"] = np.zeros((24, 20, 3), np.uint8)
+        w.append(**s)
+    assert fmt.validate_file(path) == []
+    with h5py.File(path, "r") as f:
+        assert rows(f) == {3} and not fmt.is_complete(f) and f.attrs["outcome"] == "write_error"
+        assert "stream right_image" in f.attrs["error"]
+
+
+def test_gaps_longer_than_max_gap_are_marked(tmp_path: Path) -> None:
+    path = tmp_path / "ep.hdf5"
+    w = EpisodeWriter(path, config(max_gap=3 / 30))
+    for k in (0, 1, 2, 4, 5, 20, 21):  # a 2-period step is no gap, a 15-period one is
+        w.append(**sample(k))
+    w.close("success")
+    assert w.gaps == 1 and fmt.validate_file(path) == []
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["after_gap"][()], [0, 0, 0, 0, 0, 1, 0])
+    ds = load_dataset(path)
+    assert ds.n_episodes == 1
+    np.testing.assert_array_equal(ds.next_index(), [1, 2, 3, 4, 4, 6, 6])
+    assert not ds.usable_for_td()[4] and ds.usable_for_td()[6]  # 6: the terminal
+    np.testing.assert_array_equal(ds.action_chunks(3, np.array([3]))[0, :, 0], [-4, -5, -5])
 
 
 def test_low_disk_space_stops_the_episode_cleanly(tmp_path: Path) -> None:

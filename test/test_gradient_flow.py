@@ -12,13 +12,16 @@ from lapo_learning.lapo_agent import LAPOAgent
 from lapo_learning.replay import ReplayBuffer, fit_statistics
 
 
-@pytest.fixture(params=[True, False], ids=["joints_to_policy", "features_only"])
+@pytest.fixture(params=[(True, "cnn_3conv_1fc_0"), (False, "cnn_3conv_1fc_0"), (True, "keypoints_3conv_16kp")],
+                ids=["joints_to_policy", "features_only", "keypoint_encoder"])
 def lapo(sample_file, request):
     torch.manual_seed(0)
     ds = load_dataset(sample_file)
     episodes = np.arange(ds.n_episodes)
     stats = fit_statistics(ds, ds.episode_indices(episodes))
-    agent = LAPOAgent(ds.schema, AgentConfig(joints_to_policy=request.param), "cpu", value_range=(0.0, 1.0))
+    joints_to_policy, encoder = request.param
+    config = AgentConfig(joints_to_policy=joints_to_policy, image_encoder=encoder)
+    agent = LAPOAgent(ds.schema, config, "cpu", value_range=(0.0, 1.0))
     buf = ReplayBuffer(ds, episodes, stats, "cpu", seed=0)
     return agent, buf
 

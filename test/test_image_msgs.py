@@ -7,7 +7,8 @@ import pytest
 from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
 
-from lapo_ros.image_msgs import SUPPORTED_ENCODINGS, image_msg_to_rgb, rgb_to_image_msg
+from lapo_learning.messages import SUPPORTED_ENCODINGS
+from lapo_ros.image_msgs import image_msg_to_rgb, rgb_to_image_msg
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)

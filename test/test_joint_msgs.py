@@ -6,7 +6,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from lapo_ros.joint_msgs import JointIndexer, array_to_command, command_msg_class, command_to_array
+from lapo_learning.messages import JointIndexer
+from lapo_ros.joint_msgs import array_to_command, command_msg_class, command_to_array
 
 NAMES = ["a", "b", "c"]
 

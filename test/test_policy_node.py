@@ -4,12 +4,16 @@
   a publisher node here: commands at the checkpoint's rate, each equal to `select_action` on the
   published inputs (limits wide: safety is a no-op), no commands on stale input or when disabled;
 - an in-process node whose `select_action` is replaced by an adversary (huge/NaN outputs): limits,
-  per-tick change and non-finite rejection hold; disabled and shut down publish nothing;
+  per-tick change and non-finite rejection hold; disabled and shut down publish nothing; every
+  paused tick restarts from the measured position; diagnostics say WARN/ERROR on rejected ticks;
+- a checkpoint trained on data with one 1e30 action: limits stay sane and the tracking watchdog
+  stops the node when the arm does not follow, until re-enabled;
 - refusals (exit code 1, message in the log): joint names/count that differ from the checkpoint,
-  a corrupt checkpoint, and JointState messages lacking a configured joint.
+  a corrupt checkpoint, non-finite weights, and JointState messages lacking a configured joint.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -17,12 +21,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import h5py
 import numpy as np
 import pytest
 import rclpy
+import torch
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
@@ -35,10 +40,10 @@ from trajectory_msgs.msg import JointTrajectory
 
 from lapo_learning import dataset_format as fmt
 from lapo_learning.policy import load_policy
+from lapo_learning.recording import InputError
 from lapo_learning.schema import CAMERAS, ObservationSchema
 from lapo_learning.temporal_ensemble import TemporalEnsemble
 from lapo_ros.image_msgs import rgb_to_image_msg
-from lapo_ros.observation_inputs import InputError
 from lapo_ros.policy import PolicyNode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,8 +63,9 @@ def _run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, **kw)
 
 
-def train_checkpoint(root: Path, *train_flags: str) -> Path:
-    """A tiny checkpoint trained by the CLIs on the sample dataset renamed to the robot's joints."""
+def train_checkpoint(root: Path, *train_flags: str, edit: Callable[[h5py.File], None] | None = None) -> Path:
+    """A tiny checkpoint trained by the CLIs on the sample dataset renamed to the robot's joints
+    (`edit` changes the dataset file first)."""
     data = root / "sample.hdf5"
     made = _run([sys.executable, "-m", "lapo_learning.create_dataset", "--create_sample", "--output", str(data),
                  "--n_samples", "400", "--image_size", "40", "40"])
@@ -69,6 +75,9 @@ def train_checkpoint(root: Path, *train_flags: str) -> Path:
         schema = fmt.read_schema(f)
         f.attrs[fmt.SCHEMA_ATTR] = ObservationSchema(
             schema.image_size, JOINTS, JOINTS, schema.cameras, DATA_RATE_HZ).to_json()
+        f.attrs[fmt.RATE_ATTR] = DATA_RATE_HZ
+        if edit is not None:
+            edit(f)
     trained = _run([sys.executable, "-m", "lapo_learning.train", "--hdf5_path", str(data), "--ExpID", "p",
                     "--results_dir", str(root / "results"), "--max_timesteps", "10", "--batch_size", "8",
                     "--eval_freq", "1000", "--save_freq", "1000", "--image_size", "40", "40",
@@ -131,7 +140,7 @@ class Rig(Node):
         self.raw_commands: list[Any] = []
         self.create_subscription(command_class, f"{prefix}/commands", self._on_command, 100)
         self.enable_client = self.create_client(SetBool, f"{node_ns}/policy/enable")
-        self.diagnostics: list[dict[str, str]] = []
+        self.diagnostics: list[dict[str, Any]] = []  # KeyValues, plus "level" (int) and "message"
         self.create_subscription(DiagnosticArray, f"{node_ns}/policy/diagnostics", self._on_diagnostics, 10)
         self.create_timer(1.0 / INPUT_RATE_HZ, self.publish_inputs)
 
@@ -153,10 +162,12 @@ class Rig(Node):
             self.commands.append((time.monotonic(), np.asarray(values, dtype=np.float64)))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        status = msg.status[0]
         with self.lock:
-            self.diagnostics.append({kv.key: kv.value for kv in msg.status[0].values})
+            self.diagnostics.append({kv.key: kv.value for kv in status.values}
+                                    | {"level": ord(status.level), "message": status.message})
 
-    def latest_diagnostics(self) -> dict[str, str]:
+    def latest_diagnostics(self) -> dict[str, Any]:
         with self.lock:
             return self.diagnostics[-1] if self.diagnostics else {}
 
@@ -184,7 +195,7 @@ def node_process(ros, checkpoint, tmp_path_factory):
     params = {**topic_params(prefix), "checkpoint": str(checkpoint), "autostart": True, "torch_threads": 1,
               "image_height": IMAGE_HW[0], "image_width": IMAGE_HW[1], "max_age": 0.3,
               "max_delta_per_tick": WIDE, "joint_lower_limits": [-WIDE] * len(JOINTS),
-              "joint_upper_limits": [WIDE] * len(JOINTS)}
+              "joint_upper_limits": [WIDE] * len(JOINTS), "tracking_max_error": WIDE}
     overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": nested(params)}}))
     proc = subprocess.Popen(
         [sys.executable, "-m", "lapo_ros.policy", "--ros-args", "--params-file", str(CONFIG),
@@ -347,10 +358,11 @@ def test_adversarial_outputs_are_limited_and_nothing_goes_out_when_disabled(ros,
         stats = node.policy.stats
         margin = 0.05 * (stats.action_max - stats.action_min)  # config default limit_margin
         lower, upper = stats.action_min - margin, stats.action_max + margin
-        previous = rig.inputs.joint.astype(np.float64)  # first tick: from the measured position
+        # Within 0.02 of the previous command, or, after a rejected tick, of the measured position.
+        measured = previous = rig.inputs.joint.astype(np.float64)
         for cmd in commands:
             assert np.all(cmd >= lower - 1e-6) and np.all(cmd <= upper + 1e-6)
-            assert np.abs(cmd - previous).max() <= 0.02 + 1e-9
+            assert min(np.abs(cmd - previous).max(), np.abs(cmd - measured).max()) <= 0.02 + 1e-9
             previous = cmd
         assert node.stats.counts["clamped"] > 0 and node.stats.counts["rate_limited"] > 0
 
@@ -370,7 +382,7 @@ def test_adversarial_outputs_are_limited_and_nothing_goes_out_when_disabled(ros,
 def test_joint_trajectory_commands_carry_names_and_one_period(ros, checkpoint):
     node = make_node(checkpoint, "/jtc", autostart=True, **{"action.type": "joint_trajectory"},
                      max_delta_per_tick=WIDE, joint_lower_limits=[-WIDE] * len(JOINTS),
-                     joint_upper_limits=[WIDE] * len(JOINTS))
+                     joint_upper_limits=[WIDE] * len(JOINTS), tracking_max_error=WIDE)
     rig = Rig("/jtc", Inputs(seed=50), node_ns="/jtc", command_class=JointTrajectory)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -395,7 +407,8 @@ def test_action_chunks_are_ensembled_from_each_enable(ros, tmp_path):
     chunked = train_checkpoint(tmp_path, "--action_chunk", "4", "--latent_dim", "16")
     decay = 0.5
     node = make_node(chunked, "/chunk", autostart=True, ensemble_decay=decay, max_delta_per_tick=WIDE,
-                     joint_lower_limits=[-WIDE] * len(JOINTS), joint_upper_limits=[WIDE] * len(JOINTS))
+                     joint_lower_limits=[-WIDE] * len(JOINTS), joint_upper_limits=[WIDE] * len(JOINTS),
+                     tracking_max_error=WIDE)
     rig = Rig("/chunk", Inputs(seed=60), node_ns="/chunk")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -439,6 +452,129 @@ def test_joint_states_lacking_a_configured_joint_stop_the_node(ros, checkpoint):
         node.destroy_node()
 
 
+@contextlib.contextmanager
+def running(node: PolicyNode, rig: Rig) -> Iterator[Callable[[float], None]]:
+    """Both nodes on one executor spun by the test thread (no races with the test's own changes)."""
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(rig)
+    try:
+        yield lambda t: executor.spin_once(timeout_sec=t)
+    finally:
+        executor.shutdown()
+        rig.destroy_node()
+        node.destroy_node()
+
+
+def idle(spin: Callable[[float], None], seconds: float) -> None:
+    wait_for(lambda: False, seconds, spin)
+
+
+def test_every_paused_tick_restarts_from_the_measured_position(ros, checkpoint, monkeypatch):
+    """Non-finite joints, a non-finite action, a failed inference: nothing is published meanwhile,
+    and the next command is rate limited from where the arm is measured, not from the last command."""
+    delta = 0.02
+    node = make_node(checkpoint, "/pause", autostart=True, max_delta_per_tick=delta, tracking_max_error=WIDE,
+                     joint_lower_limits=[-WIDE] * len(JOINTS), joint_upper_limits=[WIDE] * len(JOINTS))
+    rig = Rig("/pause", Inputs(seed=70), node_ns="/pause")
+    mode = {"output": 5.0, "fail": False}
+
+    def adversary(*_: Any) -> np.ndarray:
+        if mode["fail"]:
+            raise ValueError("simulated inference failure")
+        return np.full(len(JOINTS), mode["output"], dtype=np.float32)
+
+    monkeypatch.setattr(node.policy, "select_action", adversary)
+
+    def nan_joint(on: bool) -> None:
+        rig.inputs.joint[2] = np.nan if on else rig.inputs.joint[3]
+
+    pauses = {"non-finite joint": nan_joint,
+              "non-finite action": lambda on: mode.update(output=np.nan if on else 5.0),
+              "inference failure": lambda on: mode.update(fail=on)}
+    with running(node, rig) as spin:
+        for kind, pause in pauses.items():
+            n = len(rig.received())
+            assert wait_for(lambda: len(rig.received()) >= n + 5, 10, spin), kind
+            pause(True)
+            idle(spin, 0.5)  # commands computed before the pause are delivered
+            n = len(rig.received())
+            rig.inputs.joint += 0.3  # the arm moves meanwhile
+            idle(spin, 0.5)
+            assert len(rig.received()) == n, f"{kind}: published while paused"
+            pause(False)
+            assert wait_for(lambda: len(rig.received()) > n, 10, spin), kind
+            np.testing.assert_allclose(rig.received()[n], rig.inputs.joint.astype(np.float64) + delta, atol=1e-5,
+                                       err_msg=f"after a {kind}, the command did not restart from the measurement")
+    assert node.stats.counts["nonfinite_rejections"] > 0 and node.stats.counts["errors"] > 0
+
+
+def test_diagnostics_warn_when_ticks_are_rejected_and_error_when_all_are(ros, checkpoint, monkeypatch):
+    node = make_node(checkpoint, "/reject", autostart=True, diagnostics_period=0.25)
+    rig = Rig("/reject", Inputs(seed=75), node_ns="/reject")
+    values = {"cycle": itertools.cycle([np.nan])}
+    monkeypatch.setattr(node.policy, "select_action",
+                        lambda *_: np.full(len(JOINTS), next(values["cycle"]), dtype=np.float32))
+
+    def reports(level: int, text: str) -> Callable[[], bool]:
+        return lambda: any(d["level"] == level and text in d["message"] for d in rig.diagnostics[-2:])
+
+    with running(node, rig) as spin:
+        assert wait_for(reports(2, "every tick rejected, nothing published (nonfinite_rejections="), 10, spin), \
+            rig.diagnostics[-3:]
+        values["cycle"] = itertools.cycle([np.nan, 0.0])  # half of the ticks rejected
+        assert wait_for(reports(1, "ticks rejected (nonfinite_rejections="), 10, spin), rig.diagnostics[-3:]
+        values["cycle"] = itertools.cycle([0.0])
+        assert wait_for(reports(0, "running"), 10, spin), rig.diagnostics[-3:]
+
+
+def test_outlier_in_training_data_keeps_limits_sane_and_the_watchdog_stops_a_stuck_arm(ros, tmp_path, capfd):
+    """The issue's scenario: one action of 1e30 in the data, the arm does not follow the commands."""
+    row, joint = 17, 3
+
+    def poison(f: h5py.File) -> None:
+        f["actions"][row, joint] = 1e30
+
+    poisoned = train_checkpoint(tmp_path, "--allow_outliers", "--train_test_split", "1.0", edit=poison)
+    with h5py.File(tmp_path / "sample.hdf5") as f:
+        clean = np.delete(f["actions"][()], row, axis=0).astype(np.float64)
+    assert load_policy(poisoned).stats.action_max[joint] > 1e29  # the outlier was trained on
+    capfd.readouterr()
+    node = make_node(poisoned, "/stuck", autostart=False, max_delta_per_tick=0.05, diagnostics_period=0.25)
+    lower, upper = node.safety.config.lower, node.safety.config.upper
+    span = clean.max(axis=0) - clean.min(axis=0)
+    assert np.all(lower >= clean.min(axis=0) - 0.1 * span) and np.all(upper <= clean.max(axis=0) + 0.1 * span)
+    log = capfd.readouterr().err
+    assert "joint limits in force, from training data" in log and "Configure joint limits for a real robot" in log
+    assert f"{JOINTS[joint]} [{lower[joint]:.4g}, {upper[joint]:.4g}]" in log
+    assert (node.params.tracking_max_error, node.params.tracking_timeout) == (0.3, 0.5)  # config defaults
+
+    rig = Rig("/stuck", Inputs(seed=80), node_ns="/stuck")
+    rig.inputs.joint[:] = (lower + upper) / 2  # the arm stays mid-range, every limit more than 0.3 away
+    assert np.all((upper - lower) / 2 > 0.3 + 0.05)
+    with running(node, rig) as spin:
+        future = rig.enable_client.call_async(SetBool.Request(data=True))
+        assert wait_for(future.done, 5, spin) and future.result().success
+        assert wait_for(lambda: node.fault is not None, 10, spin), "the watchdog never tripped"
+        assert JOINTS[joint] in node.fault and not node.enabled
+        idle(spin, 0.3)
+        commands = np.stack(rig.received())
+        # Out to 0.3 at 0.05 per tick (7 ticks), then 0.5 s at 20 Hz (10 ticks): stopped soon after.
+        assert 8 <= len(commands) <= 25, len(commands)
+        assert np.all(commands >= lower - 1e-9) and np.all(commands <= upper + 1e-9)
+        assert np.abs(commands[:, joint] - rig.inputs.joint[joint]).max() > 0.3
+        assert wait_for(lambda: bool(rig.diagnostics) and rig.diagnostics[-1]["level"] == 2, 5, spin)
+        assert "tracking watchdog" in rig.diagnostics[-1]["message"] and JOINTS[joint] in rig.diagnostics[-1]["message"]
+        idle(spin, 1.0)
+        assert len(rig.received()) == len(commands), "published after the watchdog tripped"
+        assert rig.diagnostics[-1]["level"] == 2  # still ERROR: waits for re-enable
+        # Re-enabled: commands resume from the measured position.
+        future = rig.enable_client.call_async(SetBool.Request(data=True))
+        assert wait_for(future.done, 5, spin) and future.result().success and node.fault is None
+        assert wait_for(lambda: len(rig.received()) > len(commands), 5, spin)
+        assert np.abs(rig.received()[len(commands)] - rig.inputs.joint).max() <= 0.05 + 1e-6
+
+
 # --- refusals -----------------------------------------------------------------------------------
 
 def refusal(checkpoint: Path, *params: str) -> subprocess.CompletedProcess:
@@ -463,4 +599,18 @@ def test_corrupt_checkpoint_is_refused(checkpoint, tmp_path):
     corrupt.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])  # truncated copy
     result = refusal(corrupt)
     assert result.returncode == 1
-    assert f"refusing to run: {corrupt}: not a readable lapo checkpoint" in result.stderr, result.stderr
+    assert f"refusing to run: {corrupt}: not a readable lapo checkpoint: it is not a complete torch archive: " \
+           "truncated" in result.stderr, result.stderr
+    assert "weights_only" not in result.stderr  # torch's advice would let a malicious file run code
+
+
+def test_nonfinite_weights_are_refused(checkpoint, tmp_path):
+    ckpt = torch.load(checkpoint, weights_only=True)
+    name, weights = next((k, v) for k, v in ckpt["state"]["modules"]["actor"].items() if v.is_floating_point())
+    weights.view(-1)[0] = float("nan")
+    broken = tmp_path / "nan_weights.pth"
+    torch.save(ckpt, broken)
+    result = refusal(broken)
+    assert result.returncode == 1
+    assert f"refusing to run: {broken}: state.modules.actor.{name} holds 1 NaN/inf value(s)" in result.stderr, \
+        result.stderr

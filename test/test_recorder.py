@@ -32,9 +32,9 @@ from std_srvs.srv import SetBool, Trigger
 
 from lapo_learning import dataset_format as fmt
 from lapo_learning.dataset import load_dataset
+from lapo_learning.recording import DEFAULT_CAMERA_TOPICS
 from lapo_learning.schema import CAMERAS
 from lapo_ros.image_msgs import rgb_to_image_msg
-from lapo_ros.observation_inputs import DEFAULT_CAMERA_TOPICS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "recorder.yaml"
@@ -45,9 +45,9 @@ MAX_AGE = 0.1
 SIM_START = 1000.0
 
 
-def encode_frame(k: int, cam_index: int) -> np.ndarray:
+def encode_frame(k: int, cam_index: int, size: tuple[int, int] = (24, 32)) -> np.ndarray:
     """A uniform image (survives any resize) whose pixel encodes frame k and the camera."""
-    return np.broadcast_to(np.array([k % 250, k // 250, 80 * cam_index], np.uint8), (24, 32, 3)).copy()
+    return np.broadcast_to(np.array([k % 250, k // 250, 80 * cam_index], np.uint8), (*size, 3)).copy()
 
 
 def decode_frame(pixel: np.ndarray) -> int:
@@ -55,7 +55,11 @@ def decode_frame(pixel: np.ndarray) -> int:
 
 
 class RobotPublisher(Node):
-    """Cameras, joint states and commands; remembers the stamp of every frame it sent."""
+    """Cameras, joint states and commands; remembers the stamp of every frame it sent.
+
+    Faults to inject while it runs: `paused` cameras send nothing, `frame_size[cam]` changes a
+    camera's resolution, `nan_joint` sends NaN as the first joint's position.
+    """
 
     def __init__(self, context, cam_rates=None, joint_rate=100.0, encoding="rgb8", extra_joint=None,
                  sim_clock=False) -> None:
@@ -64,6 +68,9 @@ class RobotPublisher(Node):
         self.sim_clock = sim_clock
         self.frames: dict[str, dict[int, float]] = {c: {} for c in CAMERAS}
         self.encoding, self.extra_joint = encoding, extra_joint
+        self.paused: set[str] = set()
+        self.frame_size = {c: (24, 32) for c in CAMERAS}
+        self.nan_joint = False
         self.lock = threading.Lock()
         qos = qos_profile_sensor_data
         for i, cam in enumerate(CAMERAS):
@@ -95,11 +102,13 @@ class RobotPublisher(Node):
         self.clock_pub.publish(Clock(clock=self._stamp(self.now_s())))
 
     def _camera(self, cam: str, i: int, pub) -> None:
+        if cam in self.paused:
+            return
         with self.lock:
             k = len(self.frames[cam])
             t = self.now_s()
             self.frames[cam][k] = t
-        msg = rgb_to_image_msg(encode_frame(k, i), stamp=self._stamp(t))
+        msg = rgb_to_image_msg(encode_frame(k, i, self.frame_size[cam]), stamp=self._stamp(t))
         if self.encoding != "rgb8":
             msg.encoding = self.encoding
         pub.publish(msg)
@@ -108,6 +117,8 @@ class RobotPublisher(Node):
         t = self.now_s()
         names = list(reversed(JOINTS)) + ([self.extra_joint] if self.extra_joint else [])
         values = [self.encode_joint(t, JOINTS.index(n)) if n in JOINTS else 0.0 for n in names]
+        if self.nan_joint:
+            values[names.index(JOINTS[0])] = float("nan")
         self.joint_pub.publish(JointState(header=Header(stamp=self._stamp(t)), name=names, position=values))
 
     def encode_joint(self, t: float, j: int) -> float:
@@ -118,7 +129,20 @@ class RobotPublisher(Node):
         self.action_pub.publish(Float64MultiArray(data=[(t - self.t0) % 100 + 100 * j for j in range(16)]))
 
     def _on_status(self, msg: DiagnosticArray) -> None:
-        self.status.append({kv.key: kv.value for kv in msg.status[0].values})
+        st = msg.status[0]
+        level = st.level if isinstance(st.level, int) else ord(st.level)
+        self.status.append({**{kv.key: kv.value for kv in st.values}, "level": level, "message": st.message})
+
+    def wait_status(self, condition, timeout: float = 20.0) -> dict:
+        """The first status (from now on) that satisfies `condition`."""
+        seen = len(self.status)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for st in self.status[seen:]:
+                if condition(st):
+                    return st
+            time.sleep(0.05)
+        raise AssertionError(f"no such status within {timeout} s; the last: {self.status[-1:]}")
 
     def call(self, client, request, timeout: float = 10.0):
         assert client.wait_for_service(timeout_sec=30.0), f"service {client.srv_name} not available"
@@ -160,7 +184,7 @@ class Robot:
 
 def launch_recorder(out: Path, *params: str) -> subprocess.Popen:
     args = [sys.executable, "-m", "lapo_ros.recorder", "--ros-args", "--params-file", str(CONFIG),
-            "-p", f"output_dir:={out}", "-p", "status_period:=0.5", "-p", "reward.topic:=''",
+            "-p", f"output_dir:={out}", "-p", "status_period:=0.5",
             "-p", f"max_age:={MAX_AGE}", "-p", "min_free_disk_mb:=0.0"]
     for p in params:
         args += ["-p", p]
@@ -225,19 +249,39 @@ def read(path: Path) -> dict:
     return data
 
 
-def record_one_episode(ros, out: Path, *launch_args: str, seconds: float = 2.0,
-                       robot_kw: dict | None = None) -> tuple[int, str]:
-    """Recorder process + robot rig: record one successful episode of `seconds`; (exit code, log)."""
-    proc = launch_recorder(out, *launch_args)
-    with Robot(ros, **(robot_kw or {})) as robot:
+class Recording:
+    """A recorder process and the robot rig, receiving every stream and recording episode 1 from
+    entry; on exit the recorder is stopped by SIGINT and its exit code and log kept."""
+
+    def __init__(self, ros, out: Path, *launch_args: str, **robot_kw) -> None:
+        self.proc = launch_recorder(out, *launch_args)
+        self.rig = Robot(ros, **robot_kw)
+        self.code, self.log = None, ""
+
+    def __enter__(self) -> RobotPublisher:
+        robot = self.rig.__enter__()
         try:
             wait_receiving(robot)
             assert robot.call(robot.start, Trigger.Request()).success
-            time.sleep(seconds)
-            assert robot.call(robot.stop, SetBool.Request(data=True)).success
+        except BaseException:
+            self.__exit__()
+            raise
+        return robot
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.code, self.log = finish(self.proc)
         finally:
-            code, log = finish(proc)
-    return code, log
+            self.rig.__exit__()
+
+
+def record_one_episode(ros, out: Path, *launch_args: str, seconds: float = 2.0,
+                       robot_kw: dict | None = None) -> tuple[int, str]:
+    """Recorder process + robot rig: record one successful episode of `seconds`; (exit code, log)."""
+    with (rec := Recording(ros, out, *launch_args, **(robot_kw or {}))) as robot:
+        time.sleep(seconds)
+        assert robot.call(robot.stop, SetBool.Request(data=True)).success
+    return rec.code, rec.log
 
 
 def test_interrupt_keeps_finished_episodes_and_marks_the_current_incomplete(recorded) -> None:
@@ -422,3 +466,141 @@ def test_approximate_policy_pairs_camera_sets(ros, tmp_path) -> None:
     ep = read(tmp_path / "episode_0001.hdf5")
     cams = np.stack([ep["stamps"][c] for c in CAMERAS])
     assert len(ep["timestamps"]) > 0 and (cams.max(0) - cams.min(0)).max() <= 0.02
+
+
+# --- bad input and failing disks (issue 10) --------------------------------------------------------
+OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
+
+
+def rows(path: Path) -> set[int]:
+    """The row counts of every dataset in an episode file (one value when they all agree)."""
+    counts: set[int] = set()
+    with h5py.File(path, "r", swmr=True) as f:
+        f.visititems(lambda name, obj: counts.add(len(obj)) if isinstance(obj, h5py.Dataset) else None)
+    return counts
+
+
+def test_shipped_config_records_without_a_reward_topic_and_status_names_a_blocking_stream(ros, tmp_path) -> None:
+    """A real robot has no /reward: the shipped config records (sparse reward) without one. A
+    configured reward topic that nobody publishes blocks every sample: the status says so."""
+    code, log = record_one_episode(ros, tmp_path / "robot", seconds=1.0)
+    assert code == 0, log
+    ep = read(tmp_path / "robot" / "episode_0001.hdf5")
+    assert len(ep["actions"]) > 15 and ep["attrs"]["reward_source"] == "sparse_outcome"
+
+    proc = launch_recorder(tmp_path / "sim", "reward.topic:=/reward")
+    with Robot(ros) as robot:
+        try:
+            idle = robot.wait_status(lambda st: st["level"] == WARN and "reward (/reward)" in st["message"])
+            assert "idle" in idle["message"] and "no message received" in idle["message"]
+            assert robot.call(robot.start, Trigger.Request()).success
+            st = robot.wait_status(lambda st: st["recording"] == "True" and st["level"] == ERROR)
+            assert "nothing recorded" in st["message"], st
+            assert "reward (/reward): no message received" in st["message"], st
+            assert "left_image" not in st["message"]  # only the stream at fault is named
+            assert robot.call(robot.stop, SetBool.Request(data=True)).success
+        finally:
+            code, log = finish(proc)
+    assert code == 0, log
+    assert "nothing recorded" in log and "reward (/reward)" in log  # the log says it too
+
+
+def test_nonfinite_joints_are_skipped_counted_and_reported(ros, tmp_path) -> None:
+    with (rec := Recording(ros, tmp_path)) as robot:
+        time.sleep(0.5)
+        robot.nan_joint = True
+        st = robot.wait_status(lambda st: "NaN" in st["message"])
+        robot.nan_joint = False
+        time.sleep(0.5)
+        assert robot.call(robot.stop, SetBool.Request(data=True)).success
+    assert rec.code == 0, rec.log
+    assert st["level"] in (WARN, ERROR) and "joint (/joint_states): NaN/inf values" in st["message"], st
+    path = tmp_path / "episode_0001.hdf5"
+    assert fmt.validate_file(path) == []  # no NaN was written
+    ep = read(path)
+    assert json.loads(ep["attrs"]["nonfinite"])["joint"] > 10 and ep["attrs"]["complete"]
+    assert len(ep["actions"]) > 15 and np.isfinite(ep["observations/joint"]).all()
+
+
+def test_paused_camera_marks_a_gap_that_training_does_not_cross(ros, tmp_path) -> None:
+    with (rec := Recording(ros, tmp_path)) as robot:
+        time.sleep(1.0)
+        robot.paused.add("global_image")
+        time.sleep(1.0)
+        robot.paused.clear()
+        time.sleep(1.0)
+        assert robot.call(robot.stop, SetBool.Request(data=True)).success
+    assert rec.code == 0, rec.log
+    path = tmp_path / "episode_0001.hdf5"
+    with h5py.File(path, "r") as f:
+        after_gap, ts = f["after_gap"][()], f["timestamps"][()]
+        assert f.attrs["max_gap_periods"] == 3.0
+    (gap,) = np.nonzero(after_gap)[0]
+    assert 0.8 < ts[gap] - ts[gap - 1] < 1.3
+    steps = np.delete(np.diff(ts), gap - 1)
+    assert steps.max() <= 3 / RATE  # no other gap
+    ds = load_dataset(path)
+    assert ds.n_episodes == 1
+    assert ds.next_index()[gap - 1] == gap - 1 and not ds.usable_for_td()[gap - 1]
+    chunk = ds.action_chunks(5, np.array([gap - 2]))[0]
+    np.testing.assert_array_equal(chunk[1:], np.repeat(ds.actions[gap - 1][None], 4, axis=0))
+
+
+def test_camera_resolution_change_names_the_stream_and_keeps_rows_equal(ros, tmp_path) -> None:
+    with (rec := Recording(ros, tmp_path, "image_height:=0", "image_width:=0")) as robot:  # raw size stored
+        time.sleep(0.5)
+        robot.frame_size["left_image"] = (48, 64)
+        st = robot.wait_status(lambda st: st["level"] == ERROR)
+        assert not robot.call(robot.stop, SetBool.Request(data=True)).success  # already stopped
+        assert rec.proc.poll() is None  # the node lives on
+    assert rec.code == 0, rec.log
+    path = tmp_path / "episode_0001.hdf5"
+    assert "stream left_image has shape (48, 64, 3), the episode stores (24, 32, 3)" in st["message"], st
+    assert str(path) in st["message"]
+    assert fmt.validate_file(path) == [] and len(rows(path)) == 1
+    ep = read(path)
+    assert not ep["attrs"]["complete"] and ep["attrs"]["outcome"] == "write_error" and len(ep["actions"]) > 5
+
+
+def test_full_disk_stops_the_episode_and_the_node_lives_on(ros, tmp_path) -> None:
+    """ENOSPC on a 6 MB tmpfs: the episode is closed and marked, the error names the file, the
+    node keeps answering its services and exits cleanly (it segfaulted)."""
+    from small_fs import small_filesystem
+
+    with small_filesystem(tmp_path / "disk", "6m") as disk:
+        with (rec := Recording(ros, disk, "compression:=none", "flush_period:=0.1")) as robot:
+            st = robot.wait_status(lambda st: st["level"] == ERROR, timeout=30)
+            assert rec.proc.poll() is None
+            again = robot.call(robot.start, Trigger.Request())  # answered, whatever the disk allows
+            if again.success:
+                robot.call(robot.discard, Trigger.Request())
+        assert rec.code == 0, rec.log
+        path = disk / "episode_0001.hdf5"
+        assert f"write error: {path}: writing sample" in st["message"] and "the disk is full" in st["message"], st
+        assert fmt.validate_file(path) == [] and len(rows(path)) == 1
+        ep = read(path)
+        assert not ep["attrs"]["complete"] and ep["attrs"]["outcome"] == "disk_full" and len(ep["actions"]) > 5
+
+
+def test_unwritable_output_dir_is_found_at_startup_and_at_start(ros, tmp_path) -> None:
+    from small_fs import remount_read_only, small_filesystem
+
+    with small_filesystem(tmp_path / "ro", "1m", read_only=True) as ro:
+        proc = launch_recorder(ro / "episodes")  # missing, and cannot be created
+        code, log = proc.wait(timeout=60), proc.communicate()[0]
+        assert code == 1, log
+        assert f"parameter 'output_dir': {ro / 'episodes'}: cannot write episode files there" in log
+        assert "Read-only file system" in log
+
+    with small_filesystem(tmp_path / "rw", "1m") as rw:
+        proc = launch_recorder(rw)
+        with Robot(ros) as robot:
+            try:
+                wait_receiving(robot)
+                remount_read_only(rw)
+                res = robot.call(robot.start, Trigger.Request())
+            finally:
+                code, log = finish(proc)
+        assert code == 0, log
+        assert not res.success and f"{rw}: cannot write episode files there (Read-only file system)" in res.message
+        assert list(rw.iterdir()) == []

@@ -6,10 +6,10 @@ os.environ.setdefault("MUJOCO_GL", "osmesa")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from lapo_ros.scripted_demonstrator import (  # noqa: E402
+from lapo_ros.sim.demonstrator import (  # noqa: E402
     FAILURE_MODES, ArmIK, DemonstratorConfig, ScriptedDemonstrator, run_episode,
 )
-from lapo_ros.sim_world import SimWorld, SimWorldConfig  # noqa: E402
+from lapo_ros.sim.world import SimWorld, SimWorldConfig  # noqa: E402
 
 ARM_JOINTS = np.r_[0:6, 8:14]
 

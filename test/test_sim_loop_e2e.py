@@ -1,4 +1,4 @@
-"""The whole sim loop (lapo_ros.sim_loop) in a reduced configuration, with real nodes, DDS and HDF5.
+"""The whole sim loop (lapo_ros.sim.loop) in a reduced configuration, with real nodes, DDS and HDF5.
 
 Record 2 short demonstrations -> train 30 steps -> 1 short evaluation episode, then check that
 the pieces connected: valid episode files, a final checkpoint, a policy that moved the simulated
@@ -16,16 +16,17 @@ from pathlib import Path
 import pytest
 
 from lapo_learning import load_policy
-from lapo_learning.dataset_format import validate_file
-from lapo_ros.episode_stats import EpisodeResult, EpisodeTracker, parse_sim_status, summarize_returns
-from lapo_ros.sim_loop import InterruptGate
+from lapo_learning.dataset_format import open_episode, validate_file
+from lapo_ros.sim.episode_stats import EpisodeResult, EpisodeTracker, parse_sim_status, summarize_returns
+from lapo_ros.sim.evaluate import SimEvalConfig, evaluate
+from lapo_ros.sim.processes import InterruptGate
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAIN_LOOP, DOMAIN_BAD_CHECKPOINT = 71, 72
 
 
 def run_loop(out: Path, domain_id: int, *flags: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "lapo_ros.sim_loop", "--out", str(out), "--domain_id", str(domain_id), *flags]
+    cmd = [sys.executable, "-m", "lapo_ros.sim.loop", "--out", str(out), "--domain_id", str(domain_id), *flags]
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "osmesa"))
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -51,7 +52,7 @@ def loop_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("sim_loop")
     result = run_loop(out, DOMAIN_LOOP, "--episodes", "2", "--max_episode_steps", "30", "--steps", "30",
                       "--image_size", "48", "48", "--render_size", "48", "64",
-                      "--eval_episodes", "1", "--eval_time", "2.0")
+                      "--checkpoints", "2", "--select_episodes", "2", "--eval_episodes", "1", "--eval_time", "2.0")
     return out, result
 
 
@@ -64,6 +65,8 @@ def test_loop_connects_the_pieces(loop_run) -> None:
     assert len(files) == 2
     for f in files:
         assert validate_file(f) == [], f
+        with open_episode(f) as h:
+            assert h.attrs["reward_source"] == "topic"  # the loop records the sim's /reward explicitly
     recording = json.loads((out / "recording_summary.json").read_text())
     # The recorder cut each demonstration at 30 samples (1 s of sim time, before any grasp).
     assert [e["outcome"] for e in recording["per_episode"]] == ["timeout", "timeout"]
@@ -71,17 +74,48 @@ def test_loop_connects_the_pieces(loop_run) -> None:
 
     run_dir = out / "results" / "Expsim" / "multimodal_robot"
     policy = load_policy(run_dir / "model_final_lapo.pth")
-    assert policy.schema.image_size == (48, 48) and policy.schema.joint_dim == 16
+    # The sim recipe: the model sees the top camera's crop and the wrist cameras at 48x64.
+    assert policy.schema.image_size == (48, 64) and policy.schema.joint_dim == 16
+    assert policy.schema.crops == {"global_image": (0.3, 0.2, 0.5, 0.6)}
     assert policy.chunk_size == 30  # the main job trains with action chunks: the node ensembles them
     assert (run_dir / "training_curves.png").is_file()
+    # Both saved checkpoints ran the validation seeds in-process; the evaluated one is the choice.
+    rollouts = json.loads((run_dir / "rollouts.json").read_text())
+    assert rollouts["validation_seeds"] == [3001, 3002]
+    assert [c["step"] for c in rollouts["checkpoints"]] == [15, 30]
+    assert all(c["episodes"] == 2 for c in rollouts["checkpoints"])
 
     summary = json.loads((out / "eval" / "eval_summary.json").read_text())
     assert summary["episodes"] == 1 and (out / "eval" / "eval_episodes.png").is_file()
+    assert summary["checkpoint"] == rollouts["chosen"]
     episode = summary["per_episode"][0]
     assert episode["seed"] == 1001  # --eval_seed 1000, first reset
     assert episode["commands"] > 10  # the policy node drove the sim...
     assert episode["max_joint_change"] > 0.05  # ...and the arms left the reset pose (rad)
     assert "success rate" in result.stderr and "AverageReturn" in result.stderr
+
+
+@pytest.mark.slow
+def test_in_process_evaluator_is_deterministic_and_agrees_with_the_ros_loop(loop_run) -> None:
+    """The fast evaluator on the loop's checkpoint and seed: the same episode for any number of
+    workers, and the ROS loop's episode (policy node over DDS) within the scheduling noise."""
+    out, result = loop_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    ros_summary = json.loads((out / "eval" / "eval_summary.json").read_text())
+    checkpoint = Path(ros_summary["checkpoint"])  # the one the loop chose and ran in the policy node
+    cfg = SimEvalConfig.from_config_files(render_size=(48, 64), image_size=(48, 48), time_limit=2.0)
+    one = evaluate(checkpoint, [1001, 1002, 1003], cfg, workers=1, progress=False)
+    assert evaluate(checkpoint, [1003, 1001], cfg, workers=2, progress=False) == [one[2], one[0]]
+    assert len({r.max_joint_change for r in one}) == 3  # the cube poses differ, so do the episodes
+
+    ros = ros_summary["per_episode"][0]
+    mine = one[0]
+    assert mine.seed == ros["seed"] == 1001 and mine.sim_duration == pytest.approx(2.0)
+    # One command per policy tick at the recording rate over the same sim time (the ROS loop polls
+    # the sim's status every 0.1 s of wall time, so it may run a few ticks longer).
+    assert abs(mine.commands - ros["commands"]) <= 10, (mine, ros)
+    assert mine.max_joint_change == pytest.approx(ros["max_joint_change"], rel=0.1), (mine, ros)
+    assert mine.episode_return == ros["episode_return"]
 
 
 @pytest.mark.slow
@@ -101,11 +135,27 @@ def test_policy_that_refuses_to_start_is_named(loop_run, tmp_path: Path) -> None
     run_dir = tmp_path / "results" / "Expsim" / "multimodal_robot"
     run_dir.mkdir(parents=True)
     (run_dir / "model_final_lapo.pth").write_bytes(b"not a checkpoint")
-    result = run_loop(tmp_path, DOMAIN_BAD_CHECKPOINT, "--skip_recording", "--skip_training",
+    result = run_loop(tmp_path, DOMAIN_BAD_CHECKPOINT, "--skip_recording", "--skip_training", "--select_episodes", "0",
                       "--render_size", "48", "64", "--eval_episodes", "1", timeout=180)
     assert result.returncode == 1
     assert "node policy exited with code 1" in result.stderr, result.stderr[-3000:]
     assert "model_final_lapo.pth" in result.stderr  # the policy's own error, from its log
+    assert nodes_in_domain(DOMAIN_BAD_CHECKPOINT) == []
+
+
+@pytest.mark.slow
+def test_checkpoint_the_sim_cannot_run_is_named_before_any_node_starts(loop_run, tmp_path: Path) -> None:
+    """Choosing among saved checkpoints runs them in-process first: a corrupt one is named there."""
+    out, _ = loop_run
+    shutil.copytree(out / "dataset", tmp_path / "dataset")
+    run_dir = tmp_path / "results" / "Expsim" / "multimodal_robot"
+    run_dir.mkdir(parents=True)
+    (run_dir / "params.json").write_text(json.dumps({"max_timesteps": 30}))
+    (run_dir / "model_final_lapo.pth").write_bytes(b"not a checkpoint")
+    result = run_loop(tmp_path, DOMAIN_BAD_CHECKPOINT, "--skip_recording", "--skip_training", timeout=120)
+    assert result.returncode == 1
+    assert f"cannot evaluate {run_dir / 'model_final_lapo.pth'} on the sim" in result.stderr, result.stderr[-3000:]
+    assert "not a readable lapo checkpoint" in result.stderr
     assert nodes_in_domain(DOMAIN_BAD_CHECKPOINT) == []
 
 

@@ -31,7 +31,7 @@ COMMAND_TOPIC = "/forward_position_controller/commands"
 
 def start_node(*params: str) -> subprocess.Popen:
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), MUJOCO_GL=os.environ.get("MUJOCO_GL", "osmesa"))
-    args = [sys.executable, "-m", "lapo_ros.sim_robot", "--ros-args",
+    args = [sys.executable, "-m", "lapo_ros.sim.robot_node", "--ros-args",
             "--params-file", str(ROOT / "config" / "sim.yaml"),
             "-p", f"image_height:={HEIGHT}", "-p", f"image_width:={WIDTH}"]
     for p in params:

@@ -6,7 +6,7 @@ os.environ.setdefault("MUJOCO_GL", "osmesa")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from lapo_ros.sim_world import (  # noqa: E402
+from lapo_ros.sim.world import (  # noqa: E402
     CAMERAS, CUBE_HALF_SIZE, CUBE_X_RANGE, CUBE_Y_RANGE, NUM_JOINTS, SimWorld, SimWorldConfig,
 )
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from lapo_learning.schema import CAMERAS
-from lapo_ros.stream_sampler import ACTION_STREAM, JOINT_STREAM, REWARD_STREAM, StreamCache, StreamSampler
+from lapo_learning.stream_sampler import ACTION_STREAM, JOINT_STREAM, REWARD_STREAM, StreamCache, StreamSampler
 
 
-def make(max_age: float = 0.1, with_action: bool = True, with_reward: bool = False):
+def make(max_age: float = 0.1, with_action: bool = True, with_reward: bool = False, reject_nonfinite: bool = False):
     calls: list[str] = []
 
     def convert(name):
@@ -19,7 +19,7 @@ def make(max_age: float = 0.1, with_action: bool = True, with_reward: bool = Fal
     caches = {n: StreamCache(n, convert(n)) for n in names}
     if with_reward:
         caches[REWARD_STREAM] = StreamCache(REWARD_STREAM, float)
-    return StreamSampler(caches, max_age), caches, calls
+    return StreamSampler(caches, max_age, reject_nonfinite), caches, calls
 
 
 def feed(caches, t: float, value=1.0, skip=()) -> None:
@@ -94,3 +94,32 @@ def test_bad_configuration() -> None:
     _, caches, _ = make()
     with pytest.raises(ValueError, match="max_age must be > 0"):
         StreamSampler(caches, 0.0)
+
+
+@pytest.mark.parametrize("stream", [JOINT_STREAM, ACTION_STREAM, REWARD_STREAM])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_values_skip_the_sample_and_are_counted_per_stream(stream: str, bad: float) -> None:
+    sampler, caches, _ = make(with_reward=True, reject_nonfinite=True)
+    feed(caches, 1.0)
+    caches[stream].update(np.array([0.5, bad]) if stream != REWARD_STREAM else bad, 1.0, 1.0)
+    assert sampler.sample(1.0) is None
+    assert sampler.nonfinite == {stream: 1} and sum(sampler.skipped.values()) == 0
+    assert sampler.skipped_samples == 1 and sampler.sampled == 0
+    caches[stream].update(np.array([0.5, 0.25]) if stream != REWARD_STREAM else 0.25, 1.01, 1.01)
+    assert sampler.sample(1.02) is not None
+
+
+def test_nonfinite_values_pass_without_reject_nonfinite() -> None:
+    """The policy node's sampler: its safety filter rejects non-finite joints itself."""
+    sampler, caches, _ = make()
+    feed(caches, 1.0, np.nan)
+    assert sampler.sample(1.0) is not None and not sampler.nonfinite
+
+
+def test_problem_says_why_a_stream_blocks() -> None:
+    sampler, caches, _ = make(max_age=0.1)
+    assert sampler.problem(JOINT_STREAM, 1.0) == "no message received"
+    feed(caches, 1.0)
+    assert sampler.problem(JOINT_STREAM, 1.05) is None
+    assert sampler.problem(JOINT_STREAM, 3.5) == "newest message 2.50 s old (max_age 0.1 s)"
+    assert sampler.problem(JOINT_STREAM, 0.5) == "stamped 0.50 s ahead of this node's clock (max_age 0.1 s)"

@@ -117,22 +117,51 @@ def test_checkpoint_cannot_run_code_and_bad_files_are_refused(trained, tmp_path)
             return (print, ("pwned",))
 
     torch.save({"format": "lapo-checkpoint", "payload": Boom()}, evil)
-    with pytest.raises(CheckpointError, match="not a readable lapo checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable lapo checkpoint: it holds Python objects other than "
+                                              "tensors, numbers and strings") as err:
         load_policy(evil)
+    messages = [str(err.value)]
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"\x00" * 100)
-    with pytest.raises(CheckpointError, match="garbage.pth"):
+    with pytest.raises(CheckpointError, match="garbage.pth: not a readable lapo checkpoint: it is not a complete "
+                                              "torch archive") as err:
         load_policy(garbage)
+    messages.append(str(err.value))
     other = tmp_path / "other.pth"
     torch.save({"weights": torch.zeros(3)}, other)
     with pytest.raises(CheckpointError, match="missing format tag"):
         load_policy(other)
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes((trained / "model_final_lapo.pth").read_bytes()[:5000])
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="truncated") as err:
         load_policy(truncated)
+    messages.append(str(err.value))
+    # Say what to do, and never torch's advice to load with weights_only=False (which runs code).
+    for message in messages:
+        assert "weights_only" not in message and "retrain" in message and "Check the path" in message, message
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_policy(tmp_path / "absent.pth")
+
+
+def test_nonfinite_weights_are_refused_and_old_statistics_still_load(trained, tmp_path):
+    ckpt = torch.load(trained / "model_final_lapo.pth", weights_only=True)
+    vae = ckpt["state"]["modules"]["vae"]
+    name = next(k for k, v in vae.items() if v.is_floating_point())
+    vae[name].view(-1)[:2] = float("inf")
+    broken = tmp_path / "diverged.pth"
+    torch.save(ckpt, broken)
+    with pytest.raises(CheckpointError, match=rf"diverged.pth: state.modules.vae.{name} holds 2 NaN/inf value\(s\)"):
+        load_policy(broken)
+    # A checkpoint written before the robust action range: loads, without it (the node then says so).
+    ckpt = torch.load(trained / "model_final_lapo.pth", weights_only=True)
+    stats = json.loads(ckpt["stats"])
+    assert len(stats.pop("action_low")) == 16 and len(stats.pop("action_high")) == 16
+    ckpt["stats"] = json.dumps(stats)
+    old = tmp_path / "old.pth"
+    torch.save(ckpt, old)
+    policy = load_policy(old)
+    assert policy.stats.action_low is None and policy.stats.action_high is None
+    assert load_policy(trained / "model_final_lapo.pth").stats.action_low.shape == (16,)
 
 
 def test_resume_continues_the_same_curve(sample_file, tmp_path):

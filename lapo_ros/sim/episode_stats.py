@@ -1,4 +1,4 @@
-"""Per-episode bookkeeping of the sim loop (lapo_ros.sim_loop). Pure logic, no ROS.
+"""Per-episode bookkeeping of the sim loop (lapo_ros.sim.loop) and the in-process evaluator. Pure logic, no ROS.
 
 `parse_sim_status` reads the sim robot's `~/status` message, `EpisodeTracker` accumulates the
 stage reward and the joint motion of one episode from the topics, `summarize_returns` turns
@@ -11,6 +11,7 @@ fixed-length comparisons but is not the headline return.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
@@ -97,11 +98,23 @@ class EpisodeResult:
         return asdict(self)
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (sound at 0/n and n/n, unlike the normal one)."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes}/{n}")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def summarize_returns(results: list[EpisodeResult]) -> dict[str, Any]:
-    """AverageReturn / StdReturn (population std, like the seed) and success rate."""
+    """AverageReturn / StdReturn (population std, like the seed), success rate and its 95% interval."""
     if not results:
         raise ValueError("no episodes to summarize")
     returns = np.array([r.episode_return for r in results], dtype=np.float64)
+    successes = sum(bool(r.success) for r in results)
     return {"AverageReturn": float(returns.mean()), "StdReturn": float(returns.std()),
-            "success_rate": float(np.mean([r.success for r in results])), "episodes": len(results),
-            "return_definition": RETURN_DEFINITION}
+            "success_rate": successes / len(results), "success_ci95": list(wilson_interval(successes, len(results))),
+            "episodes": len(results), "return_definition": RETURN_DEFINITION}

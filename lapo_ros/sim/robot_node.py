@@ -1,6 +1,6 @@
-"""ROS 2 node: the simulated bimanual robot (MuJoCo transfer-cube world, see sim_world.py).
+"""ROS 2 node: the simulated bimanual robot (MuJoCo transfer-cube world, see world.py).
 
-    python -m lapo_ros.sim_robot --ros-args --params-file config/sim.yaml
+    python -m lapo_ros.sim.robot_node --ros-args --params-file config/sim.yaml
     ros2 launch lapo_ros sim.launch.py demonstrator:=true
 
 The node is the clock source: every control tick it steps the physics by one control period,
@@ -11,7 +11,7 @@ nodes that run with use_sim_time see the same data either way.
 
 Commands follow the forward_position_controller convention: std_msgs/Float64MultiArray with 16
 values in the order of the joint_states names, the last one held. With `demonstrator: true` a
-scripted teleoperator (scripted_demonstrator.py) runs in this process and publishes its commands
+scripted teleoperator (demonstrator.py) runs in this process and publishes its commands
 on the command topic, so a recorder records them as actions. It runs in-process because it plans
 from the true cube pose (which no topic carries, as on a real robot) and must produce exactly one
 command per sim tick; the node then applies its commands directly and does not subscribe.
@@ -38,8 +38,8 @@ from std_srvs.srv import Trigger
 
 from lapo_ros.image_msgs import rgb_to_image_msg
 from lapo_ros.node_runner import run_node
-from lapo_ros.scripted_demonstrator import DemonstratorConfig, ScriptedDemonstrator
-from lapo_ros.sim_world import NUM_JOINTS, SimWorld, SimWorldConfig
+from lapo_ros.sim.demonstrator import DemonstratorConfig, ScriptedDemonstrator
+from lapo_ros.sim.world import NUM_JOINTS, SimWorld, SimWorldConfig
 
 # MuJoCo camera -> (topic parameter, frame_id). "top" is the global camera.
 CAMERA_TOPICS: dict[str, tuple[str, str]] = {

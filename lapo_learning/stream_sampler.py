@@ -3,8 +3,10 @@
 Every stream keeps only its newest message with its stamp (the header stamp, or the arrival time
 for messages without one). A sample at time `now` takes the newest message of each stream; when
 any stream has no message yet or its newest one is more than `max_age` seconds away from `now`,
-the sample is skipped and the offending streams' skip counters are incremented. Messages are
-converted lazily, so only the messages that end up in a sample are decoded, each at most once.
+the sample is skipped and the offending streams' skip counters are incremented. With
+`reject_nonfinite` (the recorder), a sample whose joints, action or reward hold NaN/inf is skipped
+too and counted per stream in `nonfinite`. Messages are converted lazily, so only the messages
+that end up in a sample are decoded, each at most once.
 This is what ALOHA 2 and LeRobot do (newest-per-stream at a fixed rate), plus per-stream stamps.
 """
 from __future__ import annotations
@@ -89,7 +91,7 @@ class StreamSampler:
     required, ACTION_STREAM and REWARD_STREAM optional.
     """
 
-    def __init__(self, caches: Mapping[str, StreamCache], max_age: float) -> None:
+    def __init__(self, caches: Mapping[str, StreamCache], max_age: float, reject_nonfinite: bool = False) -> None:
         required = set(CAMERAS) | {JOINT_STREAM}
         missing = required - set(caches)
         if missing:
@@ -101,8 +103,10 @@ class StreamSampler:
             raise ValueError(f"max_age must be > 0 s, got {max_age}")
         self.caches = dict(caches)
         self.max_age = float(max_age)
-        self.skipped: Counter[str] = Counter()  # stream -> samples skipped because of it
-        self.skipped_samples = 0  # samples skipped (a sample with two stale streams counts once)
+        self.reject_nonfinite = reject_nonfinite
+        self.skipped: Counter[str] = Counter()  # stream -> samples skipped because it was stale/missing
+        self.nonfinite: Counter[str] = Counter()  # stream -> samples skipped because of its NaN/inf
+        self.skipped_samples = 0  # samples skipped (a sample with two bad streams counts once)
         self.sampled = 0
 
     def stale_streams(self, now: float) -> list[str]:
@@ -110,15 +114,23 @@ class StreamSampler:
 
         A stamp ahead of `now` by more than max_age (publisher on another clock) is stale too.
         """
-        stale = []
-        for name, cache in self.caches.items():
-            stamp = cache.stamp()
-            if stamp is None or abs(now - stamp) > self.max_age:
-                stale.append(name)
-        return stale
+        return [name for name in self.caches if self.problem(name, now) is not None]
+
+    def problem(self, name: str, now: float) -> str | None:
+        """Why stream `name` blocks a sample at `now` (no message, too old, ahead), or None."""
+        stamp = self.caches[name].stamp()
+        if stamp is None:
+            return "no message received"
+        age = now - stamp
+        if age > self.max_age:
+            return f"newest message {age:.2f} s old (max_age {self.max_age:g} s)"
+        if -age > self.max_age:
+            return f"stamped {-age:.2f} s ahead of this node's clock (max_age {self.max_age:g} s)"
+        return None
 
     def sample(self, now: float) -> Sample | None:
-        """The sample at `now`, or None (skip counted) when a stream is missing or stale."""
+        """The sample at `now`, or None (skip counted) when a stream is missing or stale, or
+        (with reject_nonfinite) when its joints, action or reward are not finite."""
         stale = self.stale_streams(now)
         if stale:
             self.skipped.update(stale)
@@ -130,6 +142,13 @@ class StreamSampler:
             newest = cache.newest()
             assert newest is not None  # checked by stale_streams; caches never forget a message
             values[name], stamps[name] = newest
+        if self.reject_nonfinite:
+            bad = [name for name in (JOINT_STREAM, ACTION_STREAM, REWARD_STREAM)
+                   if name in values and not np.isfinite(values[name]).all()]
+            if bad:
+                self.nonfinite.update(bad)
+                self.skipped_samples += 1
+                return None
         self.sampled += 1
         return Sample(
             time=now,

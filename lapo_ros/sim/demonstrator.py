@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # sim_world first: it picks the headless MUJOCO_GL default, which mujoco reads at import.
-from lapo_ros.sim_world import ARMS, NUM_JOINTS, SimWorld, load_model  # isort: skip
+from lapo_ros.sim.world import ARMS, NUM_JOINTS, SimWorld, load_model  # isort: skip
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
@@ -299,11 +299,11 @@ def run_episode(world: SimWorld, demo: ScriptedDemonstrator, seed: int) -> Episo
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Measure the demonstrator's success rate: python -m lapo_ros.scripted_demonstrator."""
+    """Measure the demonstrator's success rate: python -m lapo_ros.sim.demonstrator."""
     import argparse
     import logging
 
-    from lapo_ros.sim_world import SimWorldConfig
+    from lapo_ros.sim.world import SimWorldConfig
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--episodes", type=int, default=20)

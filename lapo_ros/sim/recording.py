@@ -1,0 +1,104 @@
+"""Phase 1 of the sim loop: record scripted demonstrations through the sim robot and recorder nodes.
+
+Per episode: reset the sim (new cube pose, new demonstration), start recording, wait until the
+demonstrator is done (polling /sim_robot/status) or the recorder's step limit, and stop recording
+with the sim's success flag as the outcome. One HDF5 file per episode in the dataset folder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from std_srvs.srv import SetBool, Trigger
+from tqdm import tqdm
+
+from lapo_learning.dataset_format import validate_file
+from lapo_ros.sim.episode_stats import EpisodeResult, SimStatus
+from lapo_ros.sim.processes import RECORDER_NODE, SIM_NODE, LoopError, LoopNode, RunSettings, Session, sim_topics
+
+log = logging.getLogger("lapo_ros.sim.recording")
+
+@dataclass(frozen=True)
+class RecordConfig:
+    episodes: int
+    seed: int = 0  # sim seed: episode e (1..N) places the cube with seed + e
+    noise_std: float = 0.0
+    failure_prob: float = 0.0
+    max_episode_steps: int = 0  # recorder samples per episode; 0 = until the demonstrator is done
+    episode_time_limit: float = 12.0  # s of sim time; the demonstration takes 6.4 s
+    record_rate: float = 30.0
+
+
+def record_demonstrations(settings: RunSettings, cfg: RecordConfig, dataset_dir: Path) -> list[EpisodeResult]:
+    """Record `cfg.episodes` scripted demonstrations into `dataset_dir` (one HDF5 file each)."""
+    session = Session(settings, f"record_{dataset_dir.name}")
+    results: list[EpisodeResult] = []
+    try:
+        session.start_sim(demonstrator=True, seed=cfg.seed, noise_std=float(cfg.noise_std),
+                          failure_prob=float(cfg.failure_prob))
+        session.start_node(RECORDER_NODE, "recorder.yaml", use_sim_time=True, output_dir=str(dataset_dir.resolve()),
+                           image_height=settings.image_size[0], image_width=settings.image_size[1],
+                           record_rate=float(cfg.record_rate), max_episode_steps=cfg.max_episode_steps,
+                           status_period=0.5, **{"reward.topic": sim_topics()["reward"]})  # the sim's stage rewards
+        ros = session.connect({f"/{SIM_NODE}/reset": Trigger, f"/{SIM_NODE}/status": Trigger,
+                               f"/{RECORDER_NODE}/start": Trigger, f"/{RECORDER_NODE}/stop": SetBool})
+        # The first episode must not start before the recorder receives every stream.
+        ros.spin_until(lambda: _recorder_receives_all(ros.recorder_status), settings.startup_timeout,
+                       f"node {RECORDER_NODE} to receive every stream (its /{RECORDER_NODE}/status 'received')")
+        for _ in tqdm(range(cfg.episodes), desc="recording demonstrations", unit="episode"):
+            results.append(_record_one(session, ros, cfg))
+    finally:
+        session.close()
+    return results
+
+
+def _recorder_receives_all(status: dict[str, str]) -> bool:
+    received = json.loads(status.get("received", "{}"))
+    return bool(received) and all(n > 0 for n in received.values())
+
+
+def _record_one(session: Session, ros: LoopNode, cfg: RecordConfig) -> EpisodeResult:
+    start = ros.reset_episode()
+    response = ros.trigger(f"/{RECORDER_NODE}/start")
+    if not response.success:
+        raise LoopError(f"/{RECORDER_NODE}/start refused: {response.message}")
+    # Only a recorder status stamped after this sim time was sent after the start: the recorder's
+    # clock (/clock) never runs ahead of the sim, and it handled the start before we ask.
+    started_at = ros.sim_status().sim_time
+
+    def recorder_ended() -> bool:
+        return ros.recorder_status_stamp > started_at and ros.recorder_status.get("recording") == "False"
+
+    def finished(status: SimStatus) -> bool:
+        return status.demonstrator == "done" or recorder_ended()
+
+    end = session.wait_episode(start, cfg.episode_time_limit, finished)
+    response = ros.set_bool(f"/{RECORDER_NODE}/stop", end.success)
+    if response.success:
+        outcome = "success" if end.success else "failure"
+    else:  # refused because the recorder ended it at max_episode_steps; its status will say so
+        ros.spin_until(recorder_ended, session.settings.service_timeout,
+                       f"/{RECORDER_NODE}/status to report the episode ended (/{RECORDER_NODE}/stop "
+                       f"refused: {response.message})")
+        outcome = "timeout"
+    t = ros.tracker
+    result = EpisodeResult(seed=start.seed, success=end.success, episode_return=max(t.reward_max, end.reward),
+                           reward_sum=t.reward_sum, reward_ticks=t.reward_count,
+                           sim_duration=end.sim_time - start.sim_time, commands=t.commands,
+                           max_joint_change=t.max_joint_change, outcome=outcome)
+    log.info("demonstration seed %d: %s, highest stage %g, %.1f s sim time", result.seed, outcome,
+             result.episode_return, result.sim_duration)
+    return result
+
+
+def check_dataset(dataset_dir: Path) -> list[Path]:
+    """Every episode file valid (lapo_learning.dataset_format.validate_file), else LoopError listing the problems."""
+    files = sorted(dataset_dir.glob("episode_*.hdf5"))
+    if not files:
+        raise LoopError(f"{dataset_dir}: the recorder wrote no episode files (see the recorder log)")
+    problems = [f"{f.name}: {p}" for f in files for p in validate_file(f)]
+    if problems:
+        raise LoopError(f"invalid episode files in {dataset_dir}:\n" + "\n".join(problems))
+    return files

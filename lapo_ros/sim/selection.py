@@ -1,0 +1,66 @@
+"""Choose among a run's saved checkpoints by closed-loop success on validation seeds.
+
+Held-out action error has not predicted closed-loop success on the sim (README, benchmarks), so
+the main job and the benchmark pick the checkpoint that does the task most often on validation
+seeds (never demonstration or evaluation seeds), with the in-process evaluator. Ties go to the
+higher AverageReturn, then to the later step.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from lapo_learning.checkpoint import CheckpointError
+from lapo_learning.plotting import plot_progress
+from lapo_learning.schema import SchemaMismatch
+from lapo_ros.sim.episode_stats import summarize_returns
+from lapo_ros.sim.evaluate import SimEvalConfig, evaluate
+from lapo_ros.sim.processes import LoopError
+
+log = logging.getLogger("lapo_ros.sim.selection")
+ROLLOUTS_FILE = "rollouts.json"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    step: int
+    path: Path
+
+
+def saved_checkpoints(run_dir: Path, algo: str) -> list[Candidate]:
+    """model_<step>.pth of a run and its model_final_<algo>.pth (unless saved at the same step), by step."""
+    found = {int(m.group(1)): p for p in run_dir.glob("model_*.pth")
+             if (m := re.fullmatch(r"model_(\d+)\.pth", p.name))}
+    final = run_dir / f"model_final_{algo}.pth"
+    if final.is_file():
+        found.setdefault(int(json.loads((run_dir / "params.json").read_text())["max_timesteps"]), final)
+    return [Candidate(step, path) for step, path in sorted(found.items())]
+
+
+def select_checkpoint(run_dir: Path, algo: str, seeds: list[int], cfg: SimEvalConfig, workers: int) -> Path:
+    """Evaluate each saved checkpoint on `seeds`; write rollouts.json and the training plot's success
+    panel; return the best checkpoint's path."""
+    candidates = saved_checkpoints(run_dir, algo)
+    if not candidates:
+        raise FileNotFoundError(f"{run_dir}: no saved checkpoints (model_<step>.pth) to choose from")
+    rows = []
+    for cand in candidates:
+        try:
+            summary = summarize_returns(evaluate(cand.path, seeds, cfg, workers))
+        except (CheckpointError, SchemaMismatch, ValueError) as exc:
+            raise LoopError(f"cannot evaluate {cand.path} on the sim: {exc}") from exc
+        rows.append({"step": cand.step, "checkpoint": str(cand.path), "success_rate": summary["success_rate"],
+                     "success_ci95": summary["success_ci95"], "AverageReturn": summary["AverageReturn"],
+                     "episodes": summary["episodes"]})
+        log.info("validation seeds %d-%d: %s success %.2f, AverageReturn %.2f", seeds[0], seeds[-1], cand.path.name,
+                 summary["success_rate"], summary["AverageReturn"])
+    best = max(rows, key=lambda r: (r["success_rate"], r["AverageReturn"], r["step"]))
+    (run_dir / ROLLOUTS_FILE).write_text(json.dumps({"validation_seeds": seeds, "chosen": best["checkpoint"],
+                                                     "checkpoints": rows}, indent=2))
+    plot_progress(run_dir / "progress.csv", run_dir / "training_curves.png",
+                  [(r["step"], r["success_rate"], *r["success_ci95"]) for r in rows])
+    log.info("chose %s (validation success %.2f)", Path(best["checkpoint"]).name, best["success_rate"])
+    return Path(best["checkpoint"])

@@ -1,0 +1,99 @@
+"""Phase 2 of the sim loop: train a policy on the recorded episodes with lapo_learning.train."""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from lapo_learning.train import RUN_SUBDIR
+from lapo_learning.train import main as train_main
+from lapo_ros.sim.processes import LoopError, RunSettings
+
+log = logging.getLogger("lapo_ros.sim.training")
+
+Crop = tuple[str, float, float, float, float]  # camera, top, left, height, width (lapo_learning.train --crop)
+# The sim recipe (README "Benchmarks"): the top camera cropped to the table around the cube and the
+# arms' working area, so that the 4 cm cube covers a few pixels of the 48x64 model input.
+DEFAULT_CROPS: tuple[Crop, ...] = (("global_image", 0.3, 0.2, 0.5, 0.6),)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 8000
+    algo: str = "bc"
+    image_encoder: str = "keypoints_3conv_16kp"
+    batch_size: int = 64
+    device: str = "cpu"
+    seed: int = 0
+    action_space: str = "relative"  # lapo_learning.train --action_space
+    # ACT-style action chunks of 1 s at the 30 Hz recording rate (the README's sim benchmark table
+    # compares them with single actions); latent 32 = the reference's 2 x 16 for one action.
+    action_chunk: int = 30  # lapo_learning.train --action_chunk
+    latent_dim: int = 32  # lapo_learning.train --latent_dim
+    image_size: tuple[int, int] | None = (48, 64)  # model input (H, W); None: the recorded size
+    crops: tuple[Crop, ...] = DEFAULT_CROPS
+    checkpoints: int = 1  # resumable checkpoints saved along the run (model_<step>.pth), to choose from
+    extra_args: tuple[str, ...] = ()  # further lapo_learning.train flags, as given
+
+
+def add_recipe_flags(add_argument: Callable[..., Any]) -> None:
+    """The model flags of the main job and bench/sim_success.py, defaulting to TrainConfig's."""
+    add_argument("--image_encoder", default=TrainConfig.image_encoder,
+                 help="image backbone, see lapo_learning.train --help (default: %(default)s)")
+    add_argument("--model_image_size", type=int, nargs=2, default=TrainConfig.image_size, metavar=("H", "W"),
+                 help="model input size after the crop (default: 48 64)")
+    add_argument("--crop", nargs="+", action="append", default=None, metavar="CAMERA TOP LEFT HEIGHT WIDTH",
+                 help="the part of a camera's recorded image the model sees, fractions of its size (see "
+                      "lapo_learning.train --help); repeat per camera; 'none' = whole images (default: "
+                      + " ".join(map(str, DEFAULT_CROPS[0])) + ")")
+    add_argument("--action_chunk", type=int, default=TrainConfig.action_chunk,
+                 help="actions predicted per observation, see lapo_learning.train --help (default: %(default)s)")
+    add_argument("--latent_dim", type=int, default=TrainConfig.latent_dim,
+                 help="LAPO's VAE latent width, see lapo_learning.train --help (default: %(default)s)")
+
+
+def crops_from_args(crop: list[list[str]] | None) -> tuple[Crop, ...]:
+    """--crop values -> crops; ValueError naming a malformed one."""
+    if crop is None:
+        return DEFAULT_CROPS
+    if crop == [["none"]]:
+        return ()
+    crops = []
+    for values in crop:
+        if len(values) != 5:
+            raise ValueError(f"--crop {' '.join(values)}: expected CAMERA TOP LEFT HEIGHT WIDTH, or 'none'")
+        try:
+            crops.append((values[0], *(float(v) for v in values[1:])))
+        except ValueError:
+            raise ValueError(f"--crop {' '.join(values)}: TOP LEFT HEIGHT WIDTH must be numbers") from None
+    return tuple(crops)
+
+
+def train_policy(settings: RunSettings, cfg: TrainConfig, dataset_dir: Path, exp_id: str,
+                 resume: bool = False) -> Path:
+    """Train with lapo_learning.train; returns the run folder (model_final_<algo>.pth inside).
+
+    `resume` (the benchmark: a session may end in the middle of it): a run that already finished
+    is reused, one that was cut short goes on exactly from its last saved model_<step>.pth."""
+    run_dir = settings.out / "results" / f"Exp{exp_id}" / RUN_SUBDIR
+    if resume and (run_dir / f"model_final_{cfg.algo}.pth").is_file():
+        log.info("reusing the finished run %s", run_dir)
+        return run_dir
+    saved = [int(m.group(1)) for p in run_dir.glob("model_*.pth") if (m := re.fullmatch(r"model_(\d+)", p.stem))]
+    load = ["--load_model", str(max(saved))] if resume and saved else []
+    h, w = cfg.image_size or settings.image_size
+    crops = [str(v) for crop in cfg.crops for v in ("--crop", *crop)]
+    argv = ["--hdf5_path", str(dataset_dir), "--results_dir", str(settings.out / "results"), "--ExpID", exp_id,
+            "--algo", cfg.algo, "--image_encoder", cfg.image_encoder, "--image_size", str(h), str(w), *crops,
+            "--max_timesteps", str(cfg.steps), "--eval_freq", str(max(cfg.steps // 10, 1)),
+            "--save_freq", str(max(cfg.steps // cfg.checkpoints, 1)), "--batch_size", str(cfg.batch_size),
+            "--device", cfg.device,
+            "--seed", str(cfg.seed), "--action_space", cfg.action_space, "--action_chunk", str(cfg.action_chunk),
+            "--latent_dim", str(cfg.latent_dim), *load, *cfg.extra_args]
+    log.info("training: python -m lapo_learning.train %s", " ".join(argv))
+    rc = train_main(argv)
+    if rc != 0 or not (run_dir / f"model_final_{cfg.algo}.pth").is_file():
+        raise LoopError(f"training failed (exit code {rc}); see the log above and {run_dir}")
+    return run_dir
