@@ -41,6 +41,9 @@ class AgentConfig:
     action_chunk: int = 1
     latent_dim: int = 0  # LAPO's VAE latent width; 0 = twice the predicted action width (the reference)
     joints_to_policy: bool = True  # LAPO: VAE and actor also see the normalised joints (LAPOAgent.policy_input)
+    # LAPO: weight of an auxiliary advantage-weighted action loss inside the critic step (the encoder
+    # still learns in the critic step only); 0 = the critic loss alone, the gradient-flow rule as designed.
+    aux_action_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -55,6 +58,8 @@ class AgentConfig:
             raise ValueError(f"action_chunk must be >= 1, got {self.action_chunk}")
         if self.latent_dim < 0:
             raise ValueError(f"latent_dim must be >= 0, got {self.latent_dim}")
+        if self.aux_action_weight < 0:
+            raise ValueError(f"aux_action_weight must be >= 0, got {self.aux_action_weight}")
         if not 0.0 < self.augment_crop <= 1.0:
             raise ValueError(f"augment_crop must be in (0, 1], got {self.augment_crop}")
 

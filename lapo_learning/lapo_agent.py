@@ -106,9 +106,14 @@ class LAPOAgent(Agent):
         self.critic_target = copy.deepcopy(self.critic)
         for target in (self.vae_target, self.actor_target, self.critic_target):
             target.requires_grad_(False)
-        # The gradient-flow rule: the encoder is trained by the critic loss only.
+        # aux_action_weight > 0: an action head on the encoder's feature, trained in the critic step
+        # (see critic_step); it only shapes the encoder and is not the policy.
+        self.aux_head = mlp(head_in, (c.hidden_dim, c.hidden_dim), a).to(self.device) if c.aux_action_weight else None
+        # The gradient-flow rule: the encoder is trained by the critic step only.
+        critic_side = [self.critic] + ([self.aux_head] if self.aux_head is not None else [])
         self.critic_optimizer = torch.optim.Adam(
-            [{"params": self.critic.parameters()}, {"params": self.encoder.parameters()}], lr=c.critic_lr)
+            [{"params": [p for m in critic_side for p in m.parameters()]}, {"params": self.encoder.parameters()}],
+            lr=c.critic_lr)
         self.vae_optimizer = torch.optim.Adam(self.vae.parameters(), lr=c.vae_lr)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr)
         # V ranges over [min r, max r] / (1 - gamma): the discounted sum of any reward sequence.
@@ -116,9 +121,12 @@ class LAPOAgent(Agent):
         self.max_v = value_range[1] / (1.0 - c.discount)
 
     def modules(self) -> dict[str, nn.Module]:
-        return {"encoder": self.encoder, "vae": self.vae, "vae_target": self.vae_target,
-                "actor": self.actor, "actor_target": self.actor_target,
-                "critic": self.critic, "critic_target": self.critic_target}
+        modules = {"encoder": self.encoder, "vae": self.vae, "vae_target": self.vae_target,
+                   "actor": self.actor, "actor_target": self.actor_target,
+                   "critic": self.critic, "critic_target": self.critic_target}
+        if self.aux_head is not None:
+            modules["aux_head"] = self.aux_head
+        return modules
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"critic": self.critic_optimizer, "vae": self.vae_optimizer, "actor": self.actor_optimizer}
@@ -159,12 +167,22 @@ class LAPOAgent(Agent):
         q_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
         v_loss = F.mse_loss(v, target_v)
         loss = q_loss + v_loss
+        metrics = {}
+        if self.aux_head is not None:
+            # The critic's value alone teaches the encoder little about where the cube is (README,
+            # Benchmarks); LAPO's own objective, the advantage-weighted action error, does. Its
+            # gradient reaches the encoder in this step only, like the critic's.
+            _, weights = self.advantage_weights(f_d, nf_d, batch)
+            aux = F.mse_loss(self.aux_head(self.policy_input(feat, batch.joint)), batch.action, reduction="none")
+            aux_loss = (weights * aux.mean(dim=1, keepdim=True)).mean()
+            loss = loss + c.aux_action_weight * aux_loss
+            metrics["aux_action_loss"] = aux_loss.item()
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optimizer.step()
         return feat, next_feat, {"critic_loss": loss.item(), "q_loss": q_loss.item(), "v_loss": v_loss.item(),
                                  "q_mean": q1.mean().item(), "q_max": q1.max().item(),
-                                 "v_mean": v.mean().item(), "target_q_mean": target_q.mean().item()}
+                                 "v_mean": v.mean().item(), "target_q_mean": target_q.mean().item(), **metrics}
 
     def advantage_weights(self, feat: torch.Tensor, next_feat: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config

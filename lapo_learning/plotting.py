@@ -51,8 +51,8 @@ def plot_progress(csv_path: Path, png_path: Path,
         ax.legend(fontsize=7)
     if rollouts:
         ax = axes[0][-1]
-        xs = [r[0] for r in rollouts]
-        ax.errorbar(xs, [r[1] for r in rollouts], yerr=[[r[1] - r[2] for r in rollouts], [r[3] - r[1] for r in rollouts]],
+        steps_, rate, low, high = (list(col) for col in zip(*rollouts))
+        ax.errorbar(steps_, rate, yerr=[[r - lo for r, lo in zip(rate, low)], [hi - r for r, hi in zip(rate, high)]],
                     fmt="o-", capsize=3)
         ax.set(title="closed-loop success (validation seeds)", xlabel="training step", ylabel="success rate",
                ylim=(-0.02, 1.02))

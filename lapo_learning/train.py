@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--features_only_policy", action="store_true",
       help="LAPO: the VAE and the actor see only the fused observation feature (the reference's single "
            "state input), not also the normalised joint vector beside it")
+    a("--aux_action_weight", type=float, default=0.0,
+      help="LAPO: weight of an auxiliary advantage-weighted action loss on a head of the encoder's feature, "
+           "added to the critic loss so the encoder still learns in the critic step only; 0 (default) = the "
+           "critic loss alone, the gradient-flow rule as designed. On the sim the critic alone does not teach "
+           "the encoder the cube's position well enough to grasp it (README, Benchmarks)")
     a("--reward_scale", type=float, default=None,
       help="divide rewards by this (default: the training split's max |reward|)")
     a("--train_test_split", type=float, default=0.8, help="fraction of EPISODES used for training")
@@ -127,8 +132,9 @@ def agent_config(args: argparse.Namespace) -> AgentConfig:
         discount=args.discount, tau=args.tau, expectile=args.expectile, kl_beta=args.kl_beta,
         max_latent_action=args.max_latent_action, doubleq_min=args.doubleq_min,
         policy_noise=0.0 if args.no_noise else 0.2, actor_lr=args.actor_lr, vae_lr=args.vae_lr,
-        critic_lr=args.critic_lr, augment_pad=args.augment_pad, augment_crop=args.augment_crop, action_chunk=args.action_chunk,
-        latent_dim=args.latent_dim, joints_to_policy=not args.features_only_policy,
+        critic_lr=args.critic_lr, augment_pad=args.augment_pad, augment_crop=args.augment_crop,
+        action_chunk=args.action_chunk, latent_dim=args.latent_dim, joints_to_policy=not args.features_only_policy,
+        aux_action_weight=args.aux_action_weight,
     )
 
 

@@ -431,6 +431,8 @@ def test_converter_writes_what_the_recorder_writes_live(tmp_path):
     for cam in CAMERAS:
         live_frames = {decode(img[0, 0]): img for img in live[cam]}
         both = [(live_frames[decode(img[0, 0])], img) for img in converted[cam] if decode(img[0, 0]) in live_frames]
-        assert len(both) >= 0.8 * len(converted[cam])
+        # Which frames the live recorder got depends on DDS delivery under the machine's load; the
+        # claim is about the pixels of the frames both have, so only a floor on their number.
+        assert len(both) >= min(10, len(converted[cam])), (len(both), len(converted[cam]))
         for x, y in both:
             np.testing.assert_array_equal(x, y)

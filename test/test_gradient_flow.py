@@ -12,15 +12,16 @@ from lapo_learning.lapo_agent import LAPOAgent
 from lapo_learning.replay import ReplayBuffer, fit_statistics
 
 
-@pytest.fixture(params=[(True, "cnn_3conv_1fc_0"), (False, "cnn_3conv_1fc_0"), (True, "keypoints_3conv_16kp")],
-                ids=["joints_to_policy", "features_only", "keypoint_encoder"])
+@pytest.fixture(params=[(True, "cnn_3conv_1fc_0", 0.0), (False, "cnn_3conv_1fc_0", 0.0),
+                        (True, "keypoints_3conv_16kp", 0.0), (True, "cnn_3conv_1fc_0", 1.0)],
+                ids=["joints_to_policy", "features_only", "keypoint_encoder", "aux_action_loss"])
 def lapo(sample_file, request):
     torch.manual_seed(0)
     ds = load_dataset(sample_file)
     episodes = np.arange(ds.n_episodes)
     stats = fit_statistics(ds, ds.episode_indices(episodes))
-    joints_to_policy, encoder = request.param
-    config = AgentConfig(joints_to_policy=joints_to_policy, image_encoder=encoder)
+    joints_to_policy, encoder, aux = request.param
+    config = AgentConfig(joints_to_policy=joints_to_policy, image_encoder=encoder, aux_action_weight=aux)
     agent = LAPOAgent(ds.schema, config, "cpu", value_range=(0.0, 1.0))
     buf = ReplayBuffer(ds, episodes, stats, "cpu", seed=0)
     return agent, buf
@@ -41,7 +42,10 @@ def optimizer_param_ids(opt: torch.optim.Optimizer) -> set[int]:
 def test_optimizer_parameter_sets(lapo):
     agent, _ = lapo
     ids = lambda m: {id(p) for p in m.parameters()}  # noqa: E731
-    assert optimizer_param_ids(agent.critic_optimizer) == ids(agent.critic) | ids(agent.encoder)
+    # The auxiliary action head exists only when asked for, and then belongs to the critic step.
+    assert (agent.aux_head is None) == (agent.config.aux_action_weight == 0)
+    aux = ids(agent.aux_head) if agent.aux_head is not None else set()
+    assert optimizer_param_ids(agent.critic_optimizer) == ids(agent.critic) | ids(agent.encoder) | aux
     assert optimizer_param_ids(agent.vae_optimizer) == ids(agent.vae)
     assert optimizer_param_ids(agent.actor_optimizer) == ids(agent.actor)
     assert not optimizer_param_ids(agent.vae_optimizer) & ids(agent.encoder)

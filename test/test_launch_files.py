@@ -38,10 +38,12 @@ def _name_pattern(arg: ast.expr) -> str | None:
 
 
 def declared_parameters(module: str) -> list[str]:
-    """Regexes of the parameter names a node module (and the lapo_ros modules it imports) declares.
+    """Regexes of the parameter names a node module (and the lapo modules it imports) declares.
 
-    Names come from the first string argument of any call whose function name contains "declare";
-    a module that declares from a dataclass (non-literal name) contributes its dataclass fields.
+    Names come from the first string argument of any call whose function name contains "declare"
+    and of the `Param(...)` entries of parameter tables (lapo_learning.recording, shared by the
+    recorder, the policy node and the rosbag2 converter); a module that declares from a dataclass
+    (non-literal name) contributes its dataclass fields.
     """
     patterns: list[str] = []
     seen: set[str] = set()
@@ -57,12 +59,12 @@ def declared_parameters(module: str) -> list[str]:
         tree = ast.parse(path.read_text())
         dynamic = False
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lapo_ros"):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(("lapo_ros", "lapo_learning")):
                 todo.append(node.module)
             if isinstance(node, ast.Call):
                 func = node.func
                 name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-                if "declare" not in name or name.endswith("_parameters"):
+                if name != "Param" and ("declare" not in name or name.endswith("_parameters")):
                     continue
                 args = [a for a in node.args if not (isinstance(a, ast.Name) and a.id in ("node", "self"))]
                 if args:

@@ -51,7 +51,7 @@ def nodes_in_domain(domain_id: int) -> list[str]:
 def loop_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("sim_loop")
     result = run_loop(out, DOMAIN_LOOP, "--episodes", "2", "--max_episode_steps", "30", "--steps", "30",
-                      "--image_size", "48", "48", "--render_size", "48", "64",
+                      "--algo", "lapo", "--image_size", "48", "48", "--render_size", "48", "64",
                       "--checkpoints", "2", "--select_episodes", "2", "--eval_episodes", "1", "--eval_time", "2.0")
     return out, result
 
@@ -136,6 +136,7 @@ def test_policy_that_refuses_to_start_is_named(loop_run, tmp_path: Path) -> None
     run_dir.mkdir(parents=True)
     (run_dir / "model_final_lapo.pth").write_bytes(b"not a checkpoint")
     result = run_loop(tmp_path, DOMAIN_BAD_CHECKPOINT, "--skip_recording", "--skip_training", "--select_episodes", "0",
+                      "--algo", "lapo",
                       "--render_size", "48", "64", "--eval_episodes", "1", timeout=180)
     assert result.returncode == 1
     assert "node policy exited with code 1" in result.stderr, result.stderr[-3000:]
@@ -150,9 +151,9 @@ def test_checkpoint_the_sim_cannot_run_is_named_before_any_node_starts(loop_run,
     shutil.copytree(out / "dataset", tmp_path / "dataset")
     run_dir = tmp_path / "results" / "Expsim" / "multimodal_robot"
     run_dir.mkdir(parents=True)
-    (run_dir / "params.json").write_text(json.dumps({"max_timesteps": 30}))
     (run_dir / "model_final_lapo.pth").write_bytes(b"not a checkpoint")
-    result = run_loop(tmp_path, DOMAIN_BAD_CHECKPOINT, "--skip_recording", "--skip_training", timeout=120)
+    result = run_loop(tmp_path, DOMAIN_BAD_CHECKPOINT, "--skip_recording", "--skip_training", "--algo", "lapo",
+                      timeout=120)
     assert result.returncode == 1
     assert f"cannot evaluate {run_dir / 'model_final_lapo.pth'} on the sim" in result.stderr, result.stderr[-3000:]
     assert "not a readable lapo checkpoint" in result.stderr

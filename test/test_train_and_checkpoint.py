@@ -217,3 +217,17 @@ def test_action_chunks_train_and_ensemble_in_select_action(algo, sample_file, tm
     np.testing.assert_allclose(policy.select_action(*obs[1], ds.joint[1]), chunks[1, 0], atol=1e-5)
     policy.warm_up()  # leaves no chunk behind
     np.testing.assert_allclose(policy.select_action(*obs[0], ds.joint[0]), chunks[0, 0], atol=1e-5)
+
+
+def test_auxiliary_action_loss_trains_and_round_trips(sample_file, tmp_path):
+    """--aux_action_weight: the head is saved, loaded and logged; the policy is still the VAE's."""
+    run_dir = run_train(sample_file, tmp_path, "aux", 20, "--aux_action_weight", "1.0", "--eval_freq", "10")
+    progress = (run_dir / "progress.csv").read_text().splitlines()
+    assert "aux_action_loss" in progress[0].split(",")
+    policy = load_policy(run_dir / "model_final_lapo.pth")
+    assert policy.agent.config.aux_action_weight == 1.0 and policy.agent.aux_head is not None
+    ckpt = torch.load(run_dir / "model_final_lapo.pth", weights_only=True)
+    assert "aux_head" in ckpt["state"]["modules"]
+    ds = load_dataset(sample_file, image_size=SMALL_IMAGE)
+    imgs = [ds.images[c][:2] for c in ds.schema.cameras]
+    assert np.isfinite(policy.select_action_batch(*imgs, ds.joint[:2])).all()

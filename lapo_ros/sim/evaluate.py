@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
            "stored size) (default: the checkpoint's model image size)")
     a("--render_size", type=int, nargs=2, default=None, metavar=("H", "W"),
       help="sim camera size (default: config/sim.yaml)")
+    a("--ensemble_decay", type=float, default=None,
+      help="temporal-ensemble decay of chunked checkpoints (default: config/policy.yaml's, as the node)")
     a("--policy_rate", type=float, default=None,
       help="policy ticks per second of sim time (default: the checkpoint's recording rate, as the node)")
     a("--log_level", default="INFO", help="logging level (default: %(default)s)")
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.checkpoint.is_file():
         p.error(f"--checkpoint {args.checkpoint}: no such file")
     cfg = SimEvalConfig.from_config_files(
-        time_limit=args.eval_time, policy_rate=args.policy_rate,
+        time_limit=args.eval_time, policy_rate=args.policy_rate, ensemble_decay=args.ensemble_decay,
         image_size=tuple(args.image_size) if args.image_size else None,
         render_size=tuple(args.render_size) if args.render_size else None)
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))

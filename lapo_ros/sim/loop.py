@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--out", type=Path, default=Path("demo_output/sim"),
       help="output folder: dataset/, results/, eval/, logs/ (default: %(default)s)")
-    a("--episodes", type=int, default=8, help="demonstrations to record (default: %(default)s)")
+    a("--episodes", type=int, default=30, help="demonstrations to record (default: %(default)s)")
     a("--noise_std", type=float, default=0.0, help="demonstrator command noise, rad (default: %(default)s)")
     a("--failure_prob", type=float, default=0.0,
       help="share of demonstrations botched on purpose (default: %(default)s)")
@@ -61,22 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
       help="image size the recorder stores; the model sees --crop of it at --model_image_size (default: 144 192)")
     a("--render_size", type=int, nargs=2, default=None, metavar=("H", "W"),
       help="sim camera size (default: --image_size)")
-    a("--steps", type=int, default=1500, help="training steps (default: %(default)s)")
-    a("--batch_size", type=int, default=32, help="training batch size (default: %(default)s)")
-    a("--algo", choices=("lapo", "bc"), default="lapo", help="lapo or the bc baseline (default: %(default)s)")
+    a("--steps", type=int, default=7000, help="training steps (default: %(default)s)")
+    a("--batch_size", type=int, default=48, help="training batch size (default: %(default)s)")
+    a("--algo", choices=("lapo", "bc"), default="bc",
+      help="lapo, or bc (the default: the recipe that does the task within the demo's minutes of CPU, see "
+           "README 'Benchmarks')")
     a("--action_space", choices=("absolute", "relative"), default="relative",
       help="what the model predicts, see lapo_learning.train --help (default: %(default)s: the arms are "
            "position-commanded and move little per tick)")
     add_recipe_flags(a)
     a("--device", default="cpu", help="torch device for training (default: %(default)s)")
-    a("--eval_episodes", type=int, default=3, help="evaluation episodes (default: %(default)s)")
+    a("--eval_episodes", type=int, default=6, help="evaluation episodes (default: %(default)s)")
     a("--eval_seed", type=int, default=1000,
       help="sim seed of the evaluation: episode e uses eval_seed+e, disjoint from the demos (default: %(default)s)")
     a("--eval_time", type=float, default=10.0,
       help="sim seconds per evaluation episode unless the hand-over succeeds first (default: %(default)s)")
-    a("--checkpoints", type=int, default=4,
+    a("--checkpoints", type=int, default=2,
       help="checkpoints saved along training (every steps/N) to choose from (default: %(default)s)")
-    a("--select_episodes", type=int, default=10,
+    a("--select_episodes", type=int, default=6,
       help="validation episodes per saved checkpoint (in-process evaluator) to choose the one evaluated; "
            "0 = no choice: evaluate --checkpoint (default: %(default)s)")
     a("--select_seed", type=int, default=3000,

@@ -36,7 +36,9 @@ def saved_checkpoints(run_dir: Path, algo: str) -> list[Candidate]:
              if (m := re.fullmatch(r"model_(\d+)\.pth", p.name))}
     final = run_dir / f"model_final_{algo}.pth"
     if final.is_file():
-        found.setdefault(int(json.loads((run_dir / "params.json").read_text())["max_timesteps"]), final)
+        params = run_dir / "params.json"  # written by lapo_learning.train; a copied run may lack it
+        step = int(json.loads(params.read_text())["max_timesteps"]) if params.is_file() else max(found, default=0) + 1
+        found.setdefault(step, final)
     return [Candidate(step, path) for step, path in sorted(found.items())]
 
 
@@ -45,7 +47,8 @@ def select_checkpoint(run_dir: Path, algo: str, seeds: list[int], cfg: SimEvalCo
     panel; return the best checkpoint's path."""
     candidates = saved_checkpoints(run_dir, algo)
     if not candidates:
-        raise FileNotFoundError(f"{run_dir}: no saved checkpoints (model_<step>.pth) to choose from")
+        raise LoopError(f"{run_dir}: no saved checkpoints (model_<step>.pth or model_final_{algo}.pth) to "
+                        "choose from")
     rows = []
     for cand in candidates:
         try:
