@@ -47,7 +47,7 @@ from lapo_ros.sim.evaluate import SimEvalConfig, evaluate  # noqa: E402
 from lapo_ros.sim.node_evaluation import EvalConfig, evaluate_policy  # noqa: E402
 from lapo_ros.sim.processes import INTERRUPTS, LoopError, RunSettings  # noqa: E402
 from lapo_ros.sim.recording import RecordConfig, check_dataset, record_demonstrations  # noqa: E402
-from lapo_ros.sim.selection import select_checkpoint  # noqa: E402
+from lapo_ros.sim.selection import add_selection_flags, select_checkpoint  # noqa: E402
 from lapo_ros.sim.training import TrainConfig, add_recipe_flags, crops_from_args, train_policy  # noqa: E402
 
 log = logging.getLogger("bench.sim_success")
@@ -176,12 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     a("--render_size", type=int, nargs=2, default=None, metavar=("H", "W"),
       help="sim camera size (default: --image_size)")
     a("--device", default="cpu", help="training device (default: %(default)s)")
-    a("--checkpoints", type=int, default=4, help="checkpoints saved per training to choose from (default: %(default)s)")
-    a("--select_episodes", type=int, default=20,
-      help="validation episodes per saved checkpoint, in-process (default: %(default)s)")
-    a("--select_seed", type=int, default=3000,
-      help="validation episode e uses sim seed select_seed+e (default: %(default)s)")
-    a("--workers", type=int, default=2, help="in-process evaluator processes (default: %(default)s)")
+    add_selection_flags(a, checkpoints=4, episodes=20)
     a("--evaluator", choices=("nodes", "inprocess"), default="nodes",
       help="evaluation through the sim robot and policy nodes over DDS (reported figures) or in-process "
            "(sweeps) (default: %(default)s)")
@@ -230,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     settings_text = write_results(args, rows)
     log.info("settings: %s", json.dumps(settings_text))
-    log.info("| dataset | algo | seed | demos ok | success (95%% CI) | AverageReturn ± StdReturn | train min | "
+    log.info("| dataset | algo | seed | demos ok | success (95% CI) | AverageReturn ± StdReturn | train min | "
              "eval min |")
     for r in rows:
         lo, hi = r["success_ci95"]

@@ -127,37 +127,37 @@ def test_loop_leaves_no_child_running(loop_run) -> None:
         assert "Traceback" not in text, text[-3000:]
 
 
-@pytest.mark.slow
-def test_policy_that_refuses_to_start_is_named(loop_run, tmp_path: Path) -> None:
-    """A corrupt checkpoint: the policy node exits, the loop says so (with its log) and stops the sim."""
+def run_with_corrupt_checkpoint(loop_run, tmp_path: Path, *flags: str,
+                                timeout: float) -> tuple[Path, subprocess.CompletedProcess]:
+    """The loop on the recorded dataset with a model_final_lapo.pth that is not a checkpoint."""
     out, _ = loop_run
     shutil.copytree(out / "dataset", tmp_path / "dataset")
     run_dir = tmp_path / "results" / "Expsim" / "multimodal_robot"
     run_dir.mkdir(parents=True)
     (run_dir / "model_final_lapo.pth").write_bytes(b"not a checkpoint")
-    result = run_loop(tmp_path, DOMAIN_BAD_CHECKPOINT, "--skip_recording", "--skip_training", "--select_episodes", "0",
-                      "--algo", "lapo",
-                      "--render_size", "48", "64", "--eval_episodes", "1", timeout=180)
+    result = run_loop(tmp_path, DOMAIN_BAD_CHECKPOINT, "--skip_recording", "--skip_training", "--algo", "lapo", *flags,
+                      timeout=timeout)
     assert result.returncode == 1
+    assert nodes_in_domain(DOMAIN_BAD_CHECKPOINT) == []
+    return run_dir, result
+
+
+@pytest.mark.slow
+def test_policy_that_refuses_to_start_is_named(loop_run, tmp_path: Path) -> None:
+    """A corrupt checkpoint: the policy node exits, the loop says so (with its log) and stops the sim."""
+    _, result = run_with_corrupt_checkpoint(loop_run, tmp_path, "--select_episodes", "0", "--render_size", "48", "64",
+                                            "--eval_episodes", "1", timeout=180)
     assert "node policy exited with code 1" in result.stderr, result.stderr[-3000:]
     assert "model_final_lapo.pth" in result.stderr  # the policy's own error, from its log
-    assert nodes_in_domain(DOMAIN_BAD_CHECKPOINT) == []
 
 
 @pytest.mark.slow
 def test_checkpoint_the_sim_cannot_run_is_named_before_any_node_starts(loop_run, tmp_path: Path) -> None:
     """Choosing among saved checkpoints runs them in-process first: a corrupt one is named there."""
-    out, _ = loop_run
-    shutil.copytree(out / "dataset", tmp_path / "dataset")
-    run_dir = tmp_path / "results" / "Expsim" / "multimodal_robot"
-    run_dir.mkdir(parents=True)
-    (run_dir / "model_final_lapo.pth").write_bytes(b"not a checkpoint")
-    result = run_loop(tmp_path, DOMAIN_BAD_CHECKPOINT, "--skip_recording", "--skip_training", "--algo", "lapo",
-                      timeout=120)
-    assert result.returncode == 1
+    run_dir, result = run_with_corrupt_checkpoint(loop_run, tmp_path, timeout=120)
     assert f"cannot evaluate {run_dir / 'model_final_lapo.pth'} on the sim" in result.stderr, result.stderr[-3000:]
     assert "not a readable lapo checkpoint" in result.stderr
-    assert nodes_in_domain(DOMAIN_BAD_CHECKPOINT) == []
+    assert "starting sim_robot" not in result.stderr  # no node was started for it
 
 
 def test_empty_dataset_is_a_clear_error(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from lapo_ros.sim.processes import INTERRUPTS, LoopError, RunSettings
 from lapo_ros.sim.recording import RecordConfig, check_dataset, record_demonstrations
 from lapo_ros.sim.evaluate import SimEvalConfig
 from lapo_ros.sim.report import write_eval_summary
-from lapo_ros.sim.selection import select_checkpoint
+from lapo_ros.sim.selection import add_selection_flags, select_checkpoint
 from lapo_ros.sim.training import RUN_SUBDIR, TrainConfig, add_recipe_flags, crops_from_args, train_policy
 
 log = logging.getLogger("lapo_ros.sim.loop")
@@ -76,17 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="sim seed of the evaluation: episode e uses eval_seed+e, disjoint from the demos (default: %(default)s)")
     a("--eval_time", type=float, default=10.0,
       help="sim seconds per evaluation episode unless the hand-over succeeds first (default: %(default)s)")
-    a("--checkpoints", type=int, default=2,
-      help="checkpoints saved along training (every steps/N) to choose from (default: %(default)s)")
-    a("--select_episodes", type=int, default=6,
-      help="validation episodes per saved checkpoint (in-process evaluator) to choose the one evaluated; "
-           "0 = no choice: evaluate --checkpoint (default: %(default)s)")
-    a("--select_seed", type=int, default=3000,
-      help="validation episode e uses sim seed select_seed+e, disjoint from the demonstrations and the "
-           "evaluation (default: %(default)s)")
-    a("--workers", type=int, default=2, help="worker processes of the in-process evaluator (default: %(default)s)")
+    add_selection_flags(a, checkpoints=2, episodes=6)
     a("--checkpoint", choices=("final", "best"), default="final",
-      help="with --select_episodes 0: evaluate model_final_<algo>.pth or model_best_<algo>.pth (default: %(default)s)")
+      help="with --select_episodes 0 (no choice): evaluate model_final_<algo>.pth or model_best_<algo>.pth "
+           "(default: %(default)s)")
     a("--skip_recording", action="store_true", help="train on the episodes already in OUT/dataset")
     a("--skip_training", action="store_true", help="evaluate the checkpoint already in OUT/results")
     a("--domain_id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "0")),

@@ -12,6 +12,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from lapo_learning.checkpoint import CheckpointError
 from lapo_learning.plotting import plot_progress
@@ -22,6 +23,20 @@ from lapo_ros.sim.processes import LoopError
 
 log = logging.getLogger("lapo_ros.sim.selection")
 ROLLOUTS_FILE = "rollouts.json"
+
+
+def add_selection_flags(add_argument: Callable[..., Any], checkpoints: int, episodes: int) -> None:
+    """--checkpoints, --select_episodes, --select_seed, --workers (the main job and the benchmark)."""
+    add_argument("--checkpoints", type=int, default=checkpoints,
+                 help="checkpoints saved along training (every steps/N) to choose from (default: %(default)s)")
+    add_argument("--select_episodes", type=int, default=episodes,
+                 help="validation episodes per saved checkpoint, in the in-process evaluator, to choose the one "
+                      "evaluated (default: %(default)s)")
+    add_argument("--select_seed", type=int, default=3000,
+                 help="validation episode e uses sim seed select_seed+e, disjoint from the demonstrations and "
+                      "the evaluation (default: %(default)s)")
+    add_argument("--workers", type=int, default=2,
+                 help="worker processes of the in-process evaluator (default: %(default)s)")
 
 
 @dataclass(frozen=True)
