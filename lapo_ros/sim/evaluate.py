@@ -97,7 +97,7 @@ class EpisodeRunner:
     """One policy + one sim world; `run(seed)` plays one episode. Lives in one worker process."""
 
     def __init__(self, checkpoint: Path, cfg: SimEvalConfig) -> None:
-        # Imported here: MuJoCo must see MUJOCO_GL before its first import, torch only in workers.
+        # Imported here: MuJoCo must see MUJOCO_GL (set by `evaluate`) before its first import.
         from lapo_learning.policy import load_policy
         from lapo_ros.sim.world import SimWorld, SimWorldConfig
 
@@ -132,7 +132,7 @@ class EpisodeRunner:
         self.safety.reset()
         tracker = EpisodeTracker()
         command = world.joint_positions()
-        start = command.copy()
+        tracker.add_joints(command)  # the start pose, as the ROS loop's first joint state
         # Integer nanoseconds, as the sim robot node counts sim time: no drift between the clocks.
         control_ns, camera_ns = round(1e9 / cfg.control_rate), round(1e9 / cfg.camera_rate)
         policy_ns = round(1e9 / self.policy_rate)
@@ -164,11 +164,10 @@ class EpisodeRunner:
                     command = command.copy()
                     command[self.action_index] = result.command
                     tracker.add_command()
-        tracker.add_joints(world.joint_positions())
         return EpisodeResult(seed=seed, success=success, episode_return=tracker.reward_max,
                              reward_sum=tracker.reward_sum, reward_ticks=tracker.reward_count,
                              sim_duration=sim_ns * 1e-9, commands=tracker.commands,
-                             max_joint_change=float(np.max(np.abs(world.joint_positions() - start))))
+                             max_joint_change=tracker.max_joint_change)
 
 
 _RUNNER: EpisodeRunner | None = None
