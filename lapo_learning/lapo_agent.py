@@ -169,9 +169,8 @@ class LAPOAgent(Agent):
         loss = q_loss + v_loss
         metrics = {}
         if self.aux_head is not None:
-            # The critic's value alone teaches the encoder little about where the cube is (README,
-            # Benchmarks); LAPO's own objective, the advantage-weighted action error, does. Its
-            # gradient reaches the encoder in this step only, like the critic's.
+            # LAPO's own objective, the advantage-weighted action error, shapes the encoder for the
+            # actions as well as the value; its gradient reaches the encoder in this step only.
             _, weights = self.advantage_weights(f_d, nf_d, batch)
             aux = F.mse_loss(self.aux_head(self.policy_input(feat, batch.joint)), batch.action, reduction="none")
             aux_loss = (weights * aux.mean(dim=1, keepdim=True)).mean()

@@ -97,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--aux_action_weight", type=float, default=0.0,
       help="LAPO: weight of an auxiliary advantage-weighted action loss on a head of the encoder's feature, "
            "added to the critic loss so the encoder still learns in the critic step only; 0 (default) = the "
-           "critic loss alone, the gradient-flow rule as designed. On the sim the critic alone does not teach "
-           "the encoder the cube's position well enough to grasp it (README, Benchmarks)")
+           "critic loss alone, the gradient-flow rule as designed (on the sim's clean demos 1.0 did not help: "
+           "README, Benchmarks)")
     a("--reward_scale", type=float, default=None,
       help="divide rewards by this (default: the training split's max |reward|)")
     a("--train_test_split", type=float, default=0.8, help="fraction of EPISODES used for training")
