@@ -1,7 +1,7 @@
 """Loading HDF5 datasets (one flat file or a directory of per-episode files) into RAM.
 
-Images are read once, cropped and resized once to the model's input (`ObservationSchema.preprocess`) and kept
-as uint8; nothing is read from disk during training. Episode boundaries come from `episode_ends`
+Images are read once, cropped and resized once to the model's input (`ObservationSchema.preprocess`)
+and kept as uint8; nothing is read from disk during training. Episode boundaries come from `episode_ends`
 (or terminals/timeouts), so the next observation never crosses into another episode.
 """
 from __future__ import annotations
@@ -117,7 +117,8 @@ def load_dataset(
     `image_size` (H, W) resizes every image once; None keeps the size stored in the data (files of
     another size are resized to that of the schema most files share). `crops` (camera -> (top,
     left, height, width), fractions of the stored image) crops a camera's images before the resize
-    (see ObservationSchema.preprocess); the returned schema carries both. `allow_outliers` skips the check for implausible joint/action values.
+    (see ObservationSchema.preprocess); the returned schema carries both. `allow_outliers` skips the
+    check for implausible joint/action values.
 
     Every file is checked first (`dataset_format.check_dataset`, what `create_dataset --validate`
     reports). Incomplete episodes are skipped with a warning unless `include_incomplete`; an

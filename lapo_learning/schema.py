@@ -55,6 +55,17 @@ def check_crop(camera: str, box: Sequence[float]) -> CropBox:
     return top, left, height, width
 
 
+def parse_crop(values: Sequence[str]) -> tuple[str, CropBox]:
+    """One `--crop CAMERA TOP LEFT HEIGHT WIDTH` (strings) -> (camera, box); ValueError naming it."""
+    if len(values) != 5:
+        raise ValueError(f"--crop {' '.join(values)}: expected CAMERA TOP LEFT HEIGHT WIDTH")
+    try:
+        box = tuple(float(v) for v in values[1:])
+    except ValueError:
+        raise ValueError(f"--crop {' '.join(values)}: TOP LEFT HEIGHT WIDTH must be numbers") from None
+    return values[0], check_crop(values[0], box)
+
+
 def crop_image(image: np.ndarray, box: CropBox) -> np.ndarray:
     """The part of an HxWx3 image inside `box` (fractions of H and W, rounded to whole pixels).
 
@@ -211,8 +222,6 @@ class ObservationSchema:
                 problems.append(f"{label} differ at " + ", ".join(diff))
         if check_image_size and self.image_size != other.image_size:
             problems.append(f"image_size {self.image_size} != {other.image_size}")
-        if check_image_size and self.crops != other.crops:
-            problems.append(f"crops {self.crops} != {other.crops}")
         return problems
 
     def require_compatible(self, other: "ObservationSchema", what: str, **kw: Any) -> None:

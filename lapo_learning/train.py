@@ -33,7 +33,7 @@ from lapo_learning.networks import IMAGE_ENCODERS, MLP_BACKBONES
 from lapo_learning.outliers import ABSOLUTE_BOUND, ROBUST_PERCENTILE
 from lapo_learning.plotting import plot_progress
 from lapo_learning.replay import ReplayBuffer, fit_statistics
-from lapo_learning.schema import SchemaMismatch
+from lapo_learning.schema import SchemaMismatch, parse_crop
 
 log = logging.getLogger("lapo_learning.train")
 RUN_SUBDIR = "multimodal_robot"
@@ -237,7 +237,7 @@ class ProgressLog:
 
 
 def prepare(args: argparse.Namespace) -> tuple[OfflineDataset, np.ndarray, np.ndarray]:
-    crops = {cam: tuple(float(v) for v in box) for cam, *box in args.crop}
+    crops = dict(parse_crop(values) for values in args.crop)
     ds = load_dataset(args.hdf5_path, image_size=tuple(args.image_size), include_incomplete=args.include_incomplete,
                       allow_outliers=args.allow_outliers, crops=crops, skip_invalid=args.skip_invalid)
     train_eps, val_eps = split_episodes(ds.n_episodes, args.train_test_split, args.seed)

@@ -7,9 +7,8 @@ demand with `lapo_learning.stream_sampler` (newest message per stream, stale -> 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import rclpy.time
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterUninitializedException
@@ -19,12 +18,10 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float32, Float64
 
-from lapo_learning.recording import (INPUT_PARAMETERS, InputError, InputParams, Param, ParameterError,
+from lapo_learning.recording import (INPUT_PARAMETERS, InputParams, Param, ParameterError,
                                      input_params, stream_caches)
-from lapo_learning.schema import resize_image
 from lapo_learning.stream_sampler import (ACTION_STREAM, JOINT_STREAM, REWARD_STREAM, Sample, StreamCache,
                                           StreamSampler)
-from lapo_ros.image_msgs import image_msg_to_rgb
 from lapo_ros.joint_msgs import command_msg_class
 
 # The message classes of the type names in lapo_learning.recording.
@@ -52,14 +49,6 @@ def declare_parameters(node: Node, params: Sequence[Param]) -> dict[str, Any]:
 def declare_input_parameters(node: Node) -> InputParams:
     """Declare the input parameters on `node`, read and validate them (ParameterError on bad ones)."""
     return input_params(declare_parameters(node, INPUT_PARAMETERS))
-
-
-def image_converter(size: tuple[int, int] | None) -> Callable[[Any], np.ndarray]:
-    """Image or CompressedImage message -> RGB uint8 array resized to `size` (None: as sent), as
-    the recorder and the policy node convert them (`lapo_learning.recording.image_converter`)."""
-    if size is None:
-        return image_msg_to_rgb
-    return lambda msg: resize_image(image_msg_to_rgb(msg), size)
 
 
 def _seconds(stamp: Any) -> float:

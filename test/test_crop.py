@@ -11,9 +11,9 @@ import torch
 from lapo_learning import load_policy
 from lapo_learning.dataset import load_dataset
 from lapo_learning.episode_writer import EpisodeConfig, EpisodeWriter
-from lapo_learning.schema import CAMERAS, ObservationSchema, check_crop, crop_image
+from lapo_learning.recording import image_converter
+from lapo_learning.schema import CAMERAS, ObservationSchema, check_crop, crop_image, parse_crop
 from lapo_ros.image_msgs import rgb_to_image_msg
-from lapo_ros.observation_inputs import image_converter
 
 from learning_fixtures import run_train
 
@@ -34,6 +34,11 @@ def test_crop_box_is_in_fractions_of_any_image_size() -> None:
     for bad in ((0.5, 0.0, 0.6, 1.0), (-0.1, 0, 0.5, 0.5), (0, 0, 0, 0.5), (0, 0, 1)):
         with pytest.raises(ValueError, match="crop of global_image"):
             check_crop("global_image", bad)
+    assert parse_crop(["global_image", "0.1", "0.25", "0.5", "0.5"]) == ("global_image", box)
+    with pytest.raises(ValueError, match="--crop global_image x 0 1 1: TOP LEFT HEIGHT WIDTH must be numbers"):
+        parse_crop(["global_image", "x", "0", "1", "1"])
+    with pytest.raises(ValueError, match="crop of global_image"):
+        parse_crop(["global_image", "0.5", "0", "0.6", "1"])
 
 
 def test_schema_carries_crops_and_rejects_unknown_cameras() -> None:
@@ -70,7 +75,7 @@ def _record(path: Path, steps: int, first: int, convert) -> None:
 
 
 def test_recorder_loader_and_policy_see_the_same_pixels(tmp_path: Path) -> None:
-    convert = image_converter(STORED)  # the recorder's and the policy node's conversion
+    convert = image_converter("raw", STORED)  # the recorder's and the policy node's conversion
     data = tmp_path / "episodes"
     data.mkdir()
     for e in range(2):

@@ -40,22 +40,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from tqdm import tqdm
 
 from lapo_learning.schema import resize_image
 from lapo_ros.sim.episode_stats import EpisodeResult, EpisodeTracker
 from lapo_ros.safety import SafetyConfig, SafetyFilter, resolve_limits
+from lapo_ros.sim.config import ros_params
 from lapo_ros.sim.report import write_eval_summary
 
 log = logging.getLogger("lapo_ros.sim.evaluate")
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 # The policy node's camera inputs by schema camera name -> the sim's MuJoCo camera.
 SIM_CAMERAS = {"left_image": "left_wrist", "right_image": "right_wrist", "global_image": "top"}
-
-
-def _ros_params(file: str, node: str) -> dict[str, Any]:
-    return yaml.safe_load((CONFIG_DIR / file).read_text())[node]["ros__parameters"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +65,7 @@ class SimEvalConfig:
     tracking_max_error: float
     tracking_timeout: float
     ensemble_decay: float
+    default_policy_rate: float  # Hz when the checkpoint has no recording rate (the node's default_control_rate)
     joint_lower_limits: tuple[float, ...] = ()  # configured limits; empty: from the training data
     joint_upper_limits: tuple[float, ...] = ()
     image_size: tuple[int, int] | None = None  # policy node input size (H, W); None: the model's
@@ -78,8 +74,8 @@ class SimEvalConfig:
 
     @classmethod
     def from_config_files(cls, **overrides: Any) -> "SimEvalConfig":
-        sim = _ros_params("sim.yaml", "sim_robot")
-        policy = _ros_params("policy.yaml", "/**")
+        sim = ros_params("sim.yaml", "sim_robot")
+        policy = ros_params("policy.yaml", "/**")
         values = dict(render_size=(int(sim["image_height"]), int(sim["image_width"])),
                       control_rate=float(sim["control_rate"]), camera_rate=float(sim["camera_rate"]),
                       max_delta_per_tick=float(policy["max_delta_per_tick"]),
@@ -87,6 +83,7 @@ class SimEvalConfig:
                       tracking_max_error=float(policy["tracking_max_error"]),
                       tracking_timeout=float(policy["tracking_timeout"]),
                       ensemble_decay=float(policy["ensemble_decay"]),
+                      default_policy_rate=float(policy["default_control_rate"]),
                       joint_lower_limits=tuple(policy.get("joint_lower_limits", ())),
                       joint_upper_limits=tuple(policy.get("joint_upper_limits", ())))
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -117,8 +114,7 @@ class EpisodeRunner:
         self.joint_index = np.array([sim_names.index(n) for n in schema.joint_names])
         self.action_index = np.array([sim_names.index(n) for n in schema.action_names])
         self.input_size = cfg.image_size or schema.image_size
-        self.policy_rate = cfg.policy_rate or schema.rate_hz or float(_ros_params("policy.yaml", "/**")
-                                                                        ["default_control_rate"])
+        self.policy_rate = cfg.policy_rate or schema.rate_hz or cfg.default_policy_rate
         limits = resolve_limits(schema.action_names, cfg.joint_lower_limits, cfg.joint_upper_limits,
                                 self.policy.stats, cfg.limit_margin)
         self.safety = SafetyFilter(SafetyConfig(limits.lower, limits.upper, cfg.max_delta_per_tick,

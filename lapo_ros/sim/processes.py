@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import rclpy
-import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
@@ -31,11 +30,11 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
+from lapo_ros.sim.config import CONFIG_DIR, ros_params
 from lapo_ros.sim.episode_stats import EpisodeTracker, SimStatus, parse_sim_status
 
 log = logging.getLogger("lapo_ros.sim.processes")
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = ROOT / "config"
 SIM_NODE, RECORDER_NODE, POLICY_NODE = "sim_robot", "recorder", "policy"
 # ROS node name -> the module that runs it (`python -m MODULE`)
 NODE_MODULES = {SIM_NODE: "lapo_ros.sim.robot_node", RECORDER_NODE: "lapo_ros.recorder", POLICY_NODE: "lapo_ros.policy"}
@@ -256,7 +255,7 @@ class RunSettings:
 
 def sim_topics() -> dict[str, str]:
     """Topic names from config/sim.yaml (the nodes get the same file), so they live in YAML only."""
-    params = yaml.safe_load((CONFIG_DIR / "sim.yaml").read_text())["sim_robot"]["ros__parameters"]
+    params = ros_params("sim.yaml", SIM_NODE)
     return {"reward": params["reward_topic"], "joint_states": params["joint_states_topic"],
             "command": params["command_topic"]}
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from lapo_learning.schema import parse_crop
 from lapo_learning.train import RUN_SUBDIR
 from lapo_learning.train import main as train_main
 from lapo_ros.sim.processes import LoopError, RunSettings
@@ -55,20 +56,13 @@ def add_recipe_flags(add_argument: Callable[..., Any]) -> None:
 
 
 def crops_from_args(crop: list[list[str]] | None) -> tuple[Crop, ...]:
-    """--crop values -> crops; ValueError naming a malformed one."""
+    """--crop values -> crops (DEFAULT_CROPS when not given, none for 'none'); ValueError naming a
+    malformed one."""
     if crop is None:
         return DEFAULT_CROPS
     if crop == [["none"]]:
         return ()
-    crops = []
-    for values in crop:
-        if len(values) != 5:
-            raise ValueError(f"--crop {' '.join(values)}: expected CAMERA TOP LEFT HEIGHT WIDTH, or 'none'")
-        try:
-            crops.append((values[0], *(float(v) for v in values[1:])))
-        except ValueError:
-            raise ValueError(f"--crop {' '.join(values)}: TOP LEFT HEIGHT WIDTH must be numbers") from None
-    return tuple(crops)
+    return tuple((cam, *box) for cam, box in map(parse_crop, crop))
 
 
 def train_policy(settings: RunSettings, cfg: TrainConfig, dataset_dir: Path, exp_id: str,
