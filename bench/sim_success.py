@@ -14,27 +14,38 @@ Every row is written to OUT/results.json as soon as it is finished and a rerun s
 training cut short resumes from its last saved checkpoint, so a benchmark longer than a session
 goes on where it stopped.
 
-Datasets (cube poses: sim seeds 1..demos in both):
-  clean  the scripted demonstrations as they are;
-  mixed  the first half clean, the second half degraded (--degraded_noise_std command noise and
-         --degraded_failure_prob botched episodes), recorded on the same cube poses.
+Datasets (--conditions; H = demos/2):
+  clean         the scripted demonstrations on cube poses 1..demos (sim seeds);
+  clean_half    the first H of them: what a perfect filter of a mixed dataset keeps;
+  mixed_<mode>  half clean, half failing, on the same cube poses: the H clean demonstrations of
+                poses 1..H, then H demonstrations of the same poses 1..H failing in <mode>
+                (failure_prob 1), so that only the behaviour tells good data from bad. Modes
+                (lapo_ros/sim/demonstrator.py) look competent and fail: grasp_offset, early_release,
+                left_miss, wrong_height; mixed_all draws one of them per failing demonstration.
+Rewards (--rewards): stage = the sim's stage rewards 0..4, as the recorder records them from
+/reward; outcome = the same episode files with the recorder's sparse outcome reward instead (1 on
+the last step of a success, what it records with no reward topic): a team often only has that.
+Such a dataset is named <condition>_outcome. BC never reads rewards: with both kinds it is trained
+on the stage-reward datasets only, and its rows stand for both.
 
-Prints a table (success rate, AverageReturn = mean highest stage reward 0..4, StdReturn, wall
-times) with the settings, and writes results.json. Recorded datasets in OUT/data (or --data) are
-reused by a later run with the same --demos and image size (delete them to re-record).
+Prints the settings and two tables, one row per policy and one per dataset and algorithm (all
+seeds' episodes pooled): success rate with its 95% Wilson interval, AverageReturn = mean highest
+stage reward 0..4 ± StdReturn, and beside them the clean dataset's figures of the same algorithm,
+reward kind (and seed); results.json has every episode. Recorded datasets in OUT/data (or --data)
+are reused by a later run with the same --demos and image size (delete them to re-record).
 
 Training on another machine (a GPU box without ROS or MuJoCo): copy OUT/data there, run
-`python -m lapo_learning.train --hdf5_path DATA/<condition> --results_dir RUNS --ExpID <condition>_<algo>
---algo <algo> ...` for each pair, bring RUNS back and evaluate here with `--trained_in RUNS`.
+`python -m lapo_learning.train --hdf5_path DATA/<dataset> --results_dir RUNS --ExpID <dataset>_<algo>_seed<seed>
+--algo <algo> --seed <seed> ...` for each, bring RUNS back and evaluate here with `--trained_in RUNS`.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -42,16 +53,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from lapo_learning.train import RUN_SUBDIR  # noqa: E402
-from lapo_ros.sim.episode_stats import summarize_returns  # noqa: E402
+from lapo_ros.sim.demonstrator import ALL_FAILURE_MODES, FAILURE_MODES  # noqa: E402
+from lapo_ros.sim.episode_stats import EpisodeResult, summarize_returns  # noqa: E402
 from lapo_ros.sim.evaluate import SimEvalConfig, evaluate  # noqa: E402
 from lapo_ros.sim.node_evaluation import EvalConfig, evaluate_policy  # noqa: E402
 from lapo_ros.sim.processes import INTERRUPTS, LoopError, RunSettings  # noqa: E402
-from lapo_ros.sim.recording import RecordConfig, check_dataset, record_demonstrations  # noqa: E402
+from lapo_ros.sim.recording import (RecordConfig, assemble_dataset, check_dataset,  # noqa: E402
+                                    record_demonstrations)
 from lapo_ros.sim.selection import add_selection_flags, select_checkpoint  # noqa: E402
 from lapo_ros.sim.training import TrainConfig, add_recipe_flags, crops_from_args, train_policy  # noqa: E402
 
 log = logging.getLogger("bench.sim_success")
-CONDITIONS = ("clean", "mixed")
+MIXED = {f"mixed_{mode}": mode for mode in (*FAILURE_MODES, ALL_FAILURE_MODES)}  # condition -> failure mode
+CONDITIONS = ("clean", "clean_half", *MIXED)
+REWARDS = ("stage", "outcome")
 ALGOS = ("lapo", "bc")
 
 
@@ -67,25 +82,29 @@ def recorded(settings: RunSettings, cfg: RecordConfig, folder: Path) -> list[Pat
     return check_dataset(folder)
 
 
+def dataset_name(cond: str, rewards: str) -> str:
+    return cond if rewards == "stage" else f"{cond}_{rewards}"
+
+
 def build_datasets(settings: RunSettings, args: argparse.Namespace) -> dict[str, Path]:
+    """Record what is missing and assemble every dataset of --conditions x --rewards: name -> folder."""
     data = (args.data or settings.out / "data") / f"{args.demos}demos_{args.image_size[0]}x{args.image_size[1]}"
     clean = recorded(settings, RecordConfig(episodes=args.demos, seed=0), data / "clean")
-    if "mixed" not in args.conditions:
-        return {"clean": data / "clean"}
     half = args.demos // 2
-    degraded = recorded(settings, RecordConfig(episodes=args.demos - half, seed=half,
-                                               noise_std=args.degraded_noise_std,
-                                               failure_prob=args.degraded_failure_prob), data / "degraded")
-    mixed = data / "mixed"
-    if not mixed.exists():
-        tmp = data / "mixed.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for i, src in enumerate(clean[:half] + degraded, start=1):  # cube poses 1..demos, like clean
-            shutil.copy2(src, tmp / f"episode_{i:04d}.hdf5")
-        tmp.rename(mixed)
-    check_dataset(mixed)
-    return {"clean": data / "clean", "mixed": mixed}
+    datasets = {}
+    for cond in args.conditions:
+        if cond == "clean_half":
+            assemble_dataset(clean[:half], data / cond)
+        elif cond in MIXED:  # the failing half on the clean half's cube poses (sim seeds 1..half)
+            failing = recorded(settings, RecordConfig(episodes=half, seed=0, failure_prob=1.0,
+                                                      failure_mode=MIXED[cond]), data / f"failing_{MIXED[cond]}")
+            assemble_dataset(clean[:half] + failing, data / cond)
+        for rewards in args.rewards:
+            name = dataset_name(cond, rewards)
+            if rewards == "outcome":
+                assemble_dataset(check_dataset(data / cond), data / name, outcome_reward=True)
+            datasets[name] = data / name
+    return datasets
 
 
 def trained_run(root: Path, exp_id: str, algo: str) -> Path:
@@ -120,15 +139,16 @@ def write_results(args: argparse.Namespace, rows: list[dict]) -> dict:
     return settings_text
 
 
-def run_policy(settings: RunSettings, args: argparse.Namespace, dataset: Path, cond: str, algo: str,
+def run_policy(settings: RunSettings, args: argparse.Namespace, dataset: Path, cond: str, rewards: str, algo: str,
                seed: int) -> dict:
     """Train (or reuse), choose the checkpoint on validation seeds, evaluate it: one result row."""
-    exp_id = f"{cond}_{algo}_seed{seed}"
+    exp_id = f"{dataset_name(cond, rewards)}_{algo}_seed{seed}"
     t0 = time.perf_counter()
     train_cfg = TrainConfig(steps=args.steps, algo=algo, image_encoder=args.image_encoder,
                             batch_size=args.batch_size, device=args.device, seed=seed,
                             action_space=args.action_space, action_chunk=args.action_chunk,
-                            latent_dim=args.latent_dim, image_size=tuple(args.model_image_size), crops=args.crop,
+                            latent_dim=args.latent_dim, aux_action_weight=args.aux_action_weight,
+                            image_size=tuple(args.model_image_size), crops=args.crop,
                             checkpoints=args.checkpoints, extra_args=tuple(shlex.split(args.train_args)))
     run_dir = (trained_run(args.trained_in, exp_id, algo) if args.trained_in
                else train_policy(settings, train_cfg, dataset, exp_id, resume=True))
@@ -146,10 +166,52 @@ def run_policy(settings: RunSettings, args: argparse.Namespace, dataset: Path, c
                                   checkpoint, exp_id)
     else:
         results = evaluate(checkpoint, eval_seeds, sim_cfg, args.workers)
-    return {"condition": cond, "algo": algo, "seed": seed, "demos_successful": dataset_success(dataset),
+    return {"condition": cond, "rewards": rewards, "algo": algo, "seed": seed,
+            "demos_successful": dataset_success(dataset),
             **summarize_returns(results), "evaluator": args.evaluator, "checkpoint": str(checkpoint),
             "train_min": train_min, "train_session_min": (t1 - t0) / 60, "select_min": (t2 - t1) / 60,
             "eval_min": (time.perf_counter() - t2) / 60, "per_episode": [r.to_dict() for r in results]}
+
+
+def find_row(rows: list[dict], cond: str, rewards: str, algo: str, seed: int | None = None) -> list[dict]:
+    """The rows of a dataset and algorithm (and seed); rows written before --rewards existed are "stage"."""
+    return [r for r in rows if (r["condition"], r.get("rewards", "stage"), r["algo"]) == (cond, rewards, algo)
+            and seed in (None, r["seed"])]
+
+
+def figures(summary: dict | None) -> str:
+    """'success (95% CI) | AverageReturn ± StdReturn' table cells of a summarize_returns() result."""
+    if summary is None:
+        return "– | –"
+    lo, hi = summary["success_ci95"]
+    return (f"{summary['success_rate']:.2f} ({lo:.2f}-{hi:.2f}) | "
+            f"{summary['AverageReturn']:.2f} ± {summary['StdReturn']:.2f}")
+
+
+def pooled(rows: list[dict]) -> dict | None:
+    """summarize_returns() over every evaluation episode of `rows` (e.g. the three seeds of a policy)."""
+    episodes = [EpisodeResult(**e) for r in rows for e in r["per_episode"]]
+    return summarize_returns(episodes) if episodes else None
+
+
+def log_tables(rows: list[dict]) -> None:
+    """One row per policy, then one per dataset and algorithm (its seeds pooled), each with the clean
+    dataset's figures of the same algorithm and rewards (and seed) beside it."""
+    log.info("| dataset | rewards | algo | seed | demos ok | success (95% CI) | AverageReturn ± StdReturn | "
+             "clean: success | clean: AverageReturn | train min | eval min |")
+    for r in rows:
+        rewards = r.get("rewards", "stage")
+        clean = find_row(rows, "clean", rewards, r["algo"], r["seed"])
+        log.info("| %s | %s | %s | %d | %s | %s | %s | %.1f | %.1f |", r["condition"], rewards, r["algo"], r["seed"],
+                 r["demos_successful"], figures(r), figures(clean[0] if clean else None), r["train_min"],
+                 r["eval_min"])
+    log.info("| dataset | rewards | algo | seeds | success (95% CI), episodes pooled | AverageReturn ± StdReturn | "
+             "clean: success | clean: AverageReturn |")
+    for cond, rewards, algo in dict.fromkeys((r["condition"], r.get("rewards", "stage"), r["algo"]) for r in rows):
+        policy_rows = find_row(rows, cond, rewards, algo)
+        log.info("| %s | %s | %s | %s | %s | %s |", cond, rewards, algo,
+                 " ".join(str(r["seed"]) for r in policy_rows), figures(pooled(policy_rows)),
+                 figures(pooled(find_row(rows, "clean", rewards, algo))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,10 +221,6 @@ def main(argv: list[str] | None = None) -> int:
     a("--data", type=Path, default=None,
       help="folder of the recorded datasets (default: OUT/data); lets runs with different --out share them")
     a("--demos", type=int, default=50, help="demonstrations per dataset (default: %(default)s)")
-    a("--degraded_noise_std", type=float, default=0.03,
-      help="mixed: command noise (rad) of the degraded half (default: %(default)s)")
-    a("--degraded_failure_prob", type=float, default=0.5,
-      help="mixed: share of botched episodes in the degraded half (default: %(default)s)")
     a("--steps", type=int, default=8000, help="training steps per policy (default: %(default)s)")
     a("--batch_size", type=int, default=64, help="training batch size (default: %(default)s)")
     a("--action_space", choices=("absolute", "relative"), default="relative",
@@ -184,11 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     a("--eval_seed", type=int, default=2000,
       help="evaluation episode e uses sim seed eval_seed+e, the same for every policy (default: %(default)s)")
     a("--eval_time", type=float, default=10.0, help="sim seconds per evaluation episode (default: %(default)s)")
-    a("--conditions", nargs="+", choices=CONDITIONS, default=["clean"], help="datasets to compare")
+    a("--conditions", nargs="+", choices=CONDITIONS, default=["clean"],
+      help="datasets to compare, see above; clean is recorded for every one (default: clean)")
+    a("--rewards", choices=("stage", "outcome", "both"), default="stage",
+      help="rewards of the datasets: the sim's stage rewards, the recorder's sparse outcome reward, or both "
+           "(default: %(default)s)")
     a("--algos", nargs="+", choices=ALGOS, default=list(ALGOS), help="algorithms to compare")
     a("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
     a("--trained_in", type=Path, default=None,
-      help="do not train: use TRAINED_IN/Exp<condition>_<algo>_seed<seed>/multimodal_robot/, trained elsewhere "
+      help="do not train: use TRAINED_IN/Exp<dataset>_<algo>_seed<seed>/multimodal_robot/, trained elsewhere "
            "on OUT/data (see above)")
     a("--domain_id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "0")),
       help="ROS_DOMAIN_ID of all nodes (default: $ROS_DOMAIN_ID or 0)")
@@ -201,6 +263,14 @@ def main(argv: list[str] | None = None) -> int:
                               args.select_episodes) <= 0):
         p.error("--demos must be >= 2; --steps, --eval_episodes, --action_chunk, --checkpoints, --workers and "
                 "--select_episodes > 0")
+    seeds = {"demonstrations": range(1, args.demos + 1),
+             "validation": range(args.select_seed + 1, args.select_seed + 1 + args.select_episodes),
+             "evaluation": range(args.eval_seed + 1, args.eval_seed + 1 + args.eval_episodes)}
+    for (name_a, a_seeds), (name_b, b_seeds) in itertools.combinations(seeds.items(), 2):
+        if a_seeds.start < b_seeds.stop and b_seeds.start < a_seeds.stop:
+            p.error(f"the sim seeds of the {name_a} ({a_seeds.start}..{a_seeds.stop - 1}) and of the {name_b} "
+                    f"({b_seeds.start}..{b_seeds.stop - 1}) overlap")
+    args.rewards = list(REWARDS) if args.rewards == "both" else [args.rewards]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     INTERRUPTS.install()  # Ctrl-C/SIGTERM unwind through the finally-blocks that stop the nodes
     settings = RunSettings(out=args.out, domain_id=args.domain_id, image_size=tuple(args.image_size),
@@ -209,14 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = load_rows(args.out / "results.json")
     try:
         datasets = build_datasets(settings, args)
-        for cond in args.conditions:
-            for algo in args.algos:
-                for seed in args.seeds:
-                    if any((r["condition"], r["algo"], r["seed"]) == (cond, algo, seed) for r in rows):
-                        log.info("%s %s seed %d: done in an earlier run, kept", cond, algo, seed)
-                        continue
-                    rows.append(run_policy(settings, args, datasets[cond], cond, algo, seed))
-                    write_results(args, rows)  # a run cut short keeps its finished rows
+        for cond, rewards, algo, seed in itertools.product(args.conditions, args.rewards, args.algos, args.seeds):
+            if algo == "bc" and rewards == "outcome" and "stage" in args.rewards:
+                continue  # BC never reads rewards: its stage-reward rows stand for both
+            if find_row(rows, cond, rewards, algo, seed):
+                log.info("%s %s seed %d: done in an earlier run, kept", dataset_name(cond, rewards), algo, seed)
+                continue
+            rows.append(run_policy(settings, args, datasets[dataset_name(cond, rewards)], cond, rewards, algo, seed))
+            write_results(args, rows)  # a run cut short keeps its finished rows
     except LoopError as exc:
         log.error("%s", exc)
         return 1
@@ -225,13 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     settings_text = write_results(args, rows)
     log.info("settings: %s", json.dumps(settings_text))
-    log.info("| dataset | algo | seed | demos ok | success (95% CI) | AverageReturn ± StdReturn | train min | "
-             "eval min |")
-    for r in rows:
-        lo, hi = r["success_ci95"]
-        log.info("| %s | %s | %d | %s | %.2f (%.2f-%.2f) | %.2f ± %.2f | %.1f | %.1f |", r["condition"], r["algo"],
-                 r["seed"], r["demos_successful"], r["success_rate"], lo, hi, r["AverageReturn"], r["StdReturn"],
-                 r["train_min"], r["eval_min"])
+    log_tables(rows)
     log.info("%d evaluation episodes per policy (sim seeds %d..%d, %s)", args.eval_episodes, args.eval_seed + 1,
              args.eval_seed + args.eval_episodes, args.evaluator)
     return 0

@@ -12,6 +12,8 @@ from lapo_learning.replay import Batch
 from lapo_learning.schema import ObservationSchema
 
 ALGOS = ("lapo", "bc")
+ADVANTAGE_WEIGHTINGS = ("expectile", "exponential")
+MAX_EXP_WEIGHT = 100.0  # AWR/IQL's cap on exp(A / temperature): one sample cannot own a batch
 
 
 @dataclass
@@ -44,6 +46,16 @@ class AgentConfig:
     # LAPO: weight of an auxiliary advantage-weighted action loss inside the critic step (the encoder
     # still learns in the critic step only); 0 = the critic loss alone, the gradient-flow rule as designed.
     aux_action_weight: float = 0.0
+    # LAPO: how the advantage A weights each sample of the VAE (and aux) loss. "expectile" (the
+    # reference): expectile if A > 0 else 1 - expectile. "exponential" (AWR's): exp(A / advantage_temperature),
+    # capped at MAX_EXP_WEIGHT and divided by the batch mean so the loss keeps its scale. Sign weights
+    # cannot tell a clearly better action from critic noise around A = 0: on mixed sim data the failing
+    # demonstrations' advantages are ~0 +- 0.02 and 36% of them got the high weight.
+    advantage_weighting: str = "expectile"
+    advantage_temperature: float = 0.1
+    # "expectile": the high weight needs A > advantage_margin (the reference: 0), so that a critic's noise
+    # around A = 0 on a bad demonstration (rewards all 0, V ~ 0) is not taken for an improvement.
+    advantage_margin: float = 0.0
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -60,6 +72,13 @@ class AgentConfig:
             raise ValueError(f"latent_dim must be >= 0, got {self.latent_dim}")
         if self.aux_action_weight < 0:
             raise ValueError(f"aux_action_weight must be >= 0, got {self.aux_action_weight}")
+        if self.advantage_weighting not in ADVANTAGE_WEIGHTINGS:
+            raise ValueError(f"advantage_weighting must be one of {ADVANTAGE_WEIGHTINGS}, "
+                             f"got {self.advantage_weighting!r}")
+        if self.advantage_margin < 0:
+            raise ValueError(f"advantage_margin must be >= 0, got {self.advantage_margin}")
+        if self.advantage_temperature <= 0:
+            raise ValueError(f"advantage_temperature must be > 0, got {self.advantage_temperature}")
         if not 0.0 < self.augment_crop <= 1.0:
             raise ValueError(f"augment_crop must be in (0, 1], got {self.augment_crop}")
 

@@ -6,7 +6,8 @@ Per train step, on one batch:
    smoothed with clipped noise), both clamped to the value range. The observation encoder sits in
    the critic optimizer: it learns only from this loss (the seeds' gradient-flow rule).
 2. Weighted CVAE on *detached* features: loss = mean(w * (recon + kl_beta * KL)) with
-   w = expectile if A > 0 else 1 - expectile, A = r + gamma(1-d) V(s') - V(s) from the updated
+   w = expectile if A > 0 else 1 - expectile (or, with advantage_weighting "exponential",
+   exp(A / temperature) normalised over the batch), A = r + gamma(1-d) V(s') - V(s) from the updated
    critic (V(s') is the critic's estimate of Q'(s', a'(s')), as in the reference).
 3. Latent actor on detached features: maximise Q1(s, decode_target(s, max_latent*tanh(.))).
 4. Polyak averaging (tau) of critic, actor and VAE targets.
@@ -27,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lapo_learning.agent import Agent, AgentConfig, soft_update
+from lapo_learning.agent import MAX_EXP_WEIGHT, Agent, AgentConfig, soft_update
 from lapo_learning.networks import mlp
 from lapo_learning.replay import Batch
 from lapo_learning.schema import ObservationSchema
@@ -183,13 +184,21 @@ class LAPOAgent(Agent):
                                  "q_mean": q1.mean().item(), "q_max": q1.max().item(),
                                  "v_mean": v.mean().item(), "target_q_mean": target_q.mean().item(), **metrics}
 
-    def advantage_weights(self, feat: torch.Tensor, next_feat: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def advantage_weights(self, feat: torch.Tensor, next_feat: torch.Tensor, batch: Batch,
+                          normalise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advantages and sample weights; `normalise` False leaves exponential weights undivided by
+        the batch mean (to normalise them over a whole dataset instead)."""
         c = self.config
         with torch.no_grad():
             v = self.critic.v(feat).clamp(self.min_v, self.max_v)
             next_v = self.critic.v(next_feat).clamp(self.min_v, self.max_v)
             adv = batch.reward + batch.not_done * c.discount * next_v - v
-            weights = torch.where(adv > 0, c.expectile, 1.0 - c.expectile)
+            if c.advantage_weighting == "expectile":
+                weights = torch.where(adv > c.advantage_margin, c.expectile, 1.0 - c.expectile)
+            else:
+                weights = torch.exp(adv / c.advantage_temperature).clamp(max=MAX_EXP_WEIGHT)
+                if normalise:
+                    weights = weights / weights.mean()
         return adv, weights
 
     def vae_step(self, feat: torch.Tensor, next_feat: torch.Tensor, batch: Batch) -> dict[str, float]:

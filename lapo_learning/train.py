@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lapo_learning.agent import ALGOS, Agent, AgentConfig
+from lapo_learning.agent import ADVANTAGE_WEIGHTINGS, ALGOS, MAX_EXP_WEIGHT, Agent, AgentConfig
 from lapo_learning.checkpoint import (VALUE_RANGE_KEY, CheckpointError, build_agent, load_checkpoint,
                                       restore_agent, save_checkpoint)
 from lapo_learning.dataset import OfflineDataset, load_dataset, split_episodes
@@ -68,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     a("--tau", type=float, default=0.005, help="Polyak rate of all target networks")
     a("--expectile", type=float, default=0.9,
       help="VAE sample weight when the advantage is positive (1-expectile otherwise)")
+    a("--advantage_weighting", choices=ADVANTAGE_WEIGHTINGS, default="expectile",
+      help="LAPO's per-sample weight of the VAE loss from the advantage A: expectile (the reference: "
+           "--expectile if A > 0, else 1 - expectile) or exponential (AWR's exp(A / --advantage_temperature), "
+           f"capped at {MAX_EXP_WEIGHT:g} and normalised over the batch), which also separates a clearly "
+           "better action from one the critic scores ~0 (default: %(default)s)")
+    a("--advantage_margin", type=float, default=0.0,
+      help="expectile weighting: the high weight needs A > this (in units of the scaled reward per step; "
+           "the reference: 0); above the critic's noise around A = 0, so that a bad demonstration's "
+           "actions do not get the high weight by chance (default: %(default)s)")
+    a("--advantage_temperature", type=float, default=0.1,
+      help="temperature of --advantage_weighting exponential; smaller = sharper preference (default: %(default)s)")
     a("--kl_beta", type=float, default=1.0, help="weight of the VAE's KL term")
     a("--max_latent_action", type=float, default=2.0, help="latent actor bound: max_latent_action*tanh(.)")
     a("--doubleq_min", type=float, default=0.8, help="V target = this*min(Q1,Q2) + (1-this)*max(Q1,Q2)")
@@ -97,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--aux_action_weight", type=float, default=0.0,
       help="LAPO: weight of an auxiliary advantage-weighted action loss on a head of the encoder's feature, "
            "added to the critic loss so the encoder still learns in the critic step only; 0 (default) = the "
-           "critic loss alone, the gradient-flow rule as designed (on the sim's clean demos 1.0 did not help: "
-           "README, Benchmarks)")
+           "critic loss alone, the gradient-flow rule as designed, under which the sim's transfer-cube policy never "
+           "reaches the cube; 1.0 with --vae_lr 1e-3 --max_latent_action 0.5 does it 8/20 (README, Benchmarks)")
     a("--reward_scale", type=float, default=None,
       help="divide rewards by this (default: the training split's max |reward|)")
     a("--train_test_split", type=float, default=0.8, help="fraction of EPISODES used for training")
@@ -134,7 +145,8 @@ def agent_config(args: argparse.Namespace) -> AgentConfig:
         policy_noise=0.0 if args.no_noise else 0.2, actor_lr=args.actor_lr, vae_lr=args.vae_lr,
         critic_lr=args.critic_lr, augment_pad=args.augment_pad, augment_crop=args.augment_crop,
         action_chunk=args.action_chunk, latent_dim=args.latent_dim, joints_to_policy=not args.features_only_policy,
-        aux_action_weight=args.aux_action_weight,
+        aux_action_weight=args.aux_action_weight, advantage_weighting=args.advantage_weighting,
+        advantage_temperature=args.advantage_temperature, advantage_margin=args.advantage_margin,
     )
 
 

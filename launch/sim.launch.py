@@ -2,6 +2,7 @@
 
     ros2 launch lapo_ros sim.launch.py
     ros2 launch lapo_ros sim.launch.py demonstrator:=true noise_std:=0.02 failure_prob:=0.2
+    ros2 launch lapo_ros sim.launch.py demonstrator:=true failure_prob:=1.0 failure_mode:=early_release
 
 The sim publishes /clock: start the recorder and the policy with use_sim_time:=true. The sim node
 itself always runs with use_sim_time false, since it is the clock source. It also publishes its
@@ -29,6 +30,9 @@ def generate_launch_description() -> LaunchDescription:
                               description="demonstrator command noise std (rad)"),
         DeclareLaunchArgument("failure_prob", default_value="0.0",
                               description="demonstrator: probability of a botched episode"),
+        DeclareLaunchArgument("failure_mode", default_value="all",
+                              description="demonstrator: how a botched episode fails, see config/sim.yaml "
+                                          "(all: one mode per episode)"),
         DeclareLaunchArgument("seed", default_value="0", description="seed of episode 0"),
         Node(
             package="lapo_ros",
@@ -43,6 +47,7 @@ def generate_launch_description() -> LaunchDescription:
                     "demonstrator": ParameterValue(LaunchConfiguration("demonstrator"), value_type=bool),
                     "noise_std": ParameterValue(LaunchConfiguration("noise_std"), value_type=float),
                     "failure_prob": ParameterValue(LaunchConfiguration("failure_prob"), value_type=float),
+                    "failure_mode": LaunchConfiguration("failure_mode"),
                     "seed": ParameterValue(LaunchConfiguration("seed"), value_type=int),
                     "use_sim_time": False,
                 },

@@ -47,11 +47,97 @@ def test_reward_stages_come_in_order(world: SimWorld) -> None:
     assert world.cube_pose()[2] > 0.15  # held up in the air by the left arm
 
 
-def test_botched_episodes_fail(world: SimWorld) -> None:
-    demo = ScriptedDemonstrator(DemonstratorConfig(failure_prob=1.0), model=world.model)
-    results = [run_episode(world, demo, seed) for seed in range(3)]
-    assert {r.failure_mode for r in results} == set(FAILURE_MODES)  # seeds 0..2 draw all three
-    assert not any(r.success for r in results), results
+# The highest stage reward (world.py) each failure mode reaches: grasp_offset never touches the
+# cube; the others lift it (2) and drop it without the left gripper ever touching it (3).
+MODE_STAGE = {"grasp_offset": 0, "early_release": 2, "left_miss": 2, "wrong_height": 2}
+
+
+def play(world: SimWorld, demo: ScriptedDemonstrator, seed: int) -> tuple[np.ndarray, list[int]]:
+    """One episode: the commands and the stage reward after each of them."""
+    world.reset(seed)
+    demo.plan(world.cube_pose(), world.joint_positions(), seed=seed)
+    commands, rewards = [], []
+    while not demo.done:
+        commands.append(demo.next_command())
+        world.step(commands[-1])
+        rewards.append(world.reward())
+    return np.array(commands), rewards
+
+
+@pytest.mark.parametrize("mode", FAILURE_MODES)
+def test_each_failure_mode_fails_as_designed(world: SimWorld, mode: str) -> None:
+    assert set(MODE_STAGE) == set(FAILURE_MODES)
+    clean = ScriptedDemonstrator(model=world.model)
+    botched = ScriptedDemonstrator(DemonstratorConfig(failure_prob=1.0, failure_mode=mode), model=world.model)
+    for seed in (1, 2, 3):
+        good_commands, good_rewards = play(world, clean, seed)
+        assert world.success() and max(good_rewards) == 4
+        commands, rewards = play(world, botched, seed)
+        assert botched.failure_mode == mode
+        assert not world.success() and max(rewards) == MODE_STAGE[mode], (seed, max(rewards))
+        assert world.cube_pose()[2] < 0.03  # back on the table
+        # Looks competent: as long and as smooth as the good plan (no jitter, no jump).
+        assert commands.shape == good_commands.shape
+        steps = np.abs(np.diff(commands[:, ARM_JOINTS], axis=0)).max()
+        assert steps < 0.05 and steps < 1.5 * np.abs(np.diff(good_commands[:, ARM_JOINTS], axis=0)).max()
+        if MODE_STAGE[mode] == 2:
+            dropped_at = (max(i for i, r in enumerate(rewards) if r == 2) + 1) * DemonstratorConfig().control_dt
+            if mode == "early_release":  # before the left gripper reaches the hand-over point at 4.4 s
+                assert 3.7 < dropped_at < 4.4, dropped_at
+            else:  # held at the hand-over until the right gripper lets go at 5.2 s
+                assert dropped_at > 5.2, dropped_at
+
+
+def test_failure_modes_are_consistent_mistakes(world: SimWorld) -> None:
+    """Each botched plan makes the same mistake on every cube pose: the right gripper closes 7 cm
+    short of the cube (the good plan closes on it); left_miss and wrong_height hand over at one
+    wrong place, the same for every seed."""
+    ik = ArmIK(world.model, "right")
+    close_tick = int(2.4 / DemonstratorConfig().control_dt)
+    demo = {mode: ScriptedDemonstrator(DemonstratorConfig(failure_prob=1.0, failure_mode=mode), model=world.model)
+            for mode in ("grasp_offset", "left_miss", "wrong_height")}
+    clean = ScriptedDemonstrator(model=world.model)
+    ends = {mode: [] for mode in demo}
+    for seed in (4, 5, 6):
+        for mode, d in demo.items():
+            world.reset(seed)
+            d.plan(world.cube_pose(), world.joint_positions(), seed=seed)
+            commands = np.array([d.next_command() for _ in range(d.num_ticks)])
+            ends[mode].append(commands[-1])
+            if mode == "grasp_offset":
+                ik.set_joints(commands[close_tick, 8:14])
+                offset = ik.forward()[0] - world.cube_pose()[:3]
+                assert np.linalg.norm(offset[:2]) == pytest.approx(0.07, abs=0.005)
+        world.reset(seed)
+        clean.plan(world.cube_pose(), world.joint_positions(), seed=seed)
+        clean_commands = np.array([clean.next_command() for _ in range(clean.num_ticks)])
+        ik.set_joints(clean_commands[close_tick, 8:14])
+        assert np.linalg.norm((ik.forward()[0] - world.cube_pose()[:3])[:2]) < 0.005
+        for mode in ("left_miss", "wrong_height"):
+            assert np.abs(ends[mode][-1] - clean_commands[-1]).max() > 0.05  # not the good hand-over
+    for mode in ("left_miss", "wrong_height"):
+        assert np.ptp(np.array(ends[mode]), axis=0).max() < 0.05
+
+
+def test_failure_draw_is_deterministic_for_a_seed(world: SimWorld) -> None:
+    """failure_prob decides per episode whether it is botched, failure_mode how; "all" draws the
+    mode, and every mode comes up."""
+    def modes(config: DemonstratorConfig, seeds: tuple[int, ...]) -> list[str | None]:
+        demo = ScriptedDemonstrator(config, model=world.model)
+        out = []
+        for seed in seeds:
+            world.reset(seed)
+            demo.plan(world.cube_pose(), world.joint_positions(), seed=seed)
+            out.append(demo.failure_mode)
+        return out
+
+    seeds = (0, 2, 9, 10)  # these draw the four modes
+    drawn = modes(DemonstratorConfig(failure_prob=1.0), seeds)
+    assert sorted(drawn) == sorted(FAILURE_MODES)
+    assert modes(DemonstratorConfig(failure_prob=1.0), seeds) == drawn
+    half = modes(DemonstratorConfig(failure_prob=0.5, failure_mode="left_miss"), (0, 1, 2, 3))
+    assert half == [None, None, "left_miss", "left_miss"]
+    assert modes(DemonstratorConfig(failure_prob=0.5, failure_mode="left_miss"), (0, 1, 2, 3)) == half
 
 
 def test_plan_is_deterministic_and_noise_has_the_asked_std(world: SimWorld) -> None:
@@ -99,6 +185,8 @@ def test_ik_reaches_a_reachable_pose(world: SimWorld) -> None:
 
 
 def test_errors() -> None:
+    with pytest.raises(ValueError, match="failure_mode must be one of .*'grasp_ofset'"):
+        DemonstratorConfig(failure_prob=1.0, failure_mode="grasp_ofset").validate()
     with pytest.raises(ValueError):
         DemonstratorConfig(failure_prob=1.5).validate()
     with pytest.raises(ValueError):

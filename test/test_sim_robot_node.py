@@ -169,8 +169,30 @@ def test_demonstrator_publishes_commands_and_transfers(probe: Probe) -> None:
     assert rc == 0, out
 
 
-def test_invalid_parameters_exit_nonzero() -> None:
-    proc = start_node("camera_rate:=100.0")
+def test_demonstrator_fails_in_the_asked_mode(probe: Probe) -> None:
+    """failure_mode reaches the demonstrator: grasp_offset never touches the cube (stage 0 all
+    along); seed 0's own draw ("all") would be left_miss, which lifts it (stage 2)."""
+    drained = time.monotonic() + 0.5  # rewards of an earlier test's node still queued
+    probe.spin_until(lambda: time.monotonic() > drained, 5, "queued messages")
+    probe.rewards.clear()
+    proc = start_node("demonstrator:=true", "failure_prob:=1.0", "failure_mode:=grasp_offset",
+                      "real_time_factor:=5.0", "camera_rate:=5.0")
+    try:
+        probe.spin_until(lambda: proc.poll() is not None or
+                         "demonstrator=done" in probe.call("/sim_robot/status").message, 60,
+                         "the demonstration to finish")
+        status = probe.call("/sim_robot/status")
+        assert not status.success, status.message
+        assert len(probe.rewards) > 200 and max(r.data for r in probe.rewards) == 0.0
+    finally:
+        rc, out = stop_node(proc)
+    assert rc == 0, out
+
+
+@pytest.mark.parametrize("param, name", [("camera_rate:=100.0", "camera_rate"),
+                                         ("failure_mode:=sideways", "failure_mode")])
+def test_invalid_parameters_exit_nonzero(param: str, name: str) -> None:
+    proc = start_node(param)
     out, _ = proc.communicate(timeout=30)  # exits by itself
     rc = proc.returncode
-    assert rc == 1 and "camera_rate" in out and "Traceback" not in out
+    assert rc == 1 and name in out and "Traceback" not in out

@@ -12,9 +12,20 @@ fingers on the cube's +-y faces; the left gripper comes horizontally from the -x
 Quality knobs (``DemonstratorConfig``):
   noise_std     std (rad) of Gaussian noise added to the 12 arm-joint commands every tick
                 (finger commands stay open/close: noise there would only rattle the grasp);
-  failure_prob  probability that an episode is botched on purpose, by one of FAILURE_MODES:
-                grasp_offset (right grasp misses the cube), early_release (right opens before
-                the left has it), left_miss (left closes beside the cube).
+  failure_prob  probability that an episode is botched on purpose;
+  failure_mode  how a botched episode fails: one of FAILURE_MODES, or "all" (one of them drawn
+                per episode). Each looks competent, the way a wrong operator does: the same smooth
+                plan, timing and speed as a good demonstration, with one consistent mistake (a
+                fixed offset, never jitter), so only the outcome tells it from a good one:
+    grasp_offset   the right gripper closes on air GRASP_OFFSET short of the cube (on its arm's
+                   side) and carries the air to the hand-over as if it held the cube: stage 0;
+    early_release  the right gripper opens as soon as it reaches the hand-over point, while the
+                   left one is still on its way: the cube drops (stage 2, lifted, at most);
+    left_miss      the left gripper closes LEFT_MISS_OFFSET beside the cube, then the right one
+                   lets go: stage 2 at most;
+    wrong_height   the right gripper holds the cube at WRONG_HEIGHT_OFFSET from the point where
+                   the left one closes (10 cm below it), then lets go: stage 2 at most.
+Stages as measured on sim seeds 0..59 (test_scripted_demonstrator.py checks a few).
 """
 from __future__ import annotations
 
@@ -26,7 +37,13 @@ from lapo_ros.sim.world import ARMS, NUM_JOINTS, SimWorld, load_model  # isort: 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-FAILURE_MODES: tuple[str, ...] = ("grasp_offset", "early_release", "left_miss")
+FAILURE_MODES: tuple[str, ...] = ("grasp_offset", "early_release", "left_miss", "wrong_height")
+ALL_FAILURE_MODES = "all"
+# The botched plans' fixed mistakes (m, world frame). At 5-6 cm the grasp_offset fingers still
+# knocked some cubes (a stage 2 tick); at 7 cm none of 60 cube poses is touched.
+GRASP_OFFSET = 0.07
+LEFT_MISS_OFFSET = np.array([0.0, 0.05, 0.0])
+WRONG_HEIGHT_OFFSET = np.array([0.0, 0.0, -0.1])
 
 # Point between the finger pads in the gripper_link frame (finger tips end at x=0.154).
 GRIP_POINT = np.array([0.135, 0.0, 0.0])
@@ -37,6 +54,7 @@ FINGER_OPEN, FINGER_CLOSED = 0.057, 0.021  # left_finger ctrlrange; right_finger
 class DemonstratorConfig:
     noise_std: float = 0.0
     failure_prob: float = 0.0
+    failure_mode: str = ALL_FAILURE_MODES
     control_dt: float = 0.02
     pick_pitch_deg: float = 60.0  # right gripper tilt below horizontal when picking
     meet_point: tuple[float, float, float] = (0.0, 0.5, 0.25)  # cube centre at hand-over
@@ -47,6 +65,9 @@ class DemonstratorConfig:
             raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
         if not 0.0 <= self.failure_prob <= 1.0:
             raise ValueError(f"failure_prob must be in [0, 1], got {self.failure_prob}")
+        if self.failure_mode not in (*FAILURE_MODES, ALL_FAILURE_MODES):
+            raise ValueError(f"failure_mode must be one of {(*FAILURE_MODES, ALL_FAILURE_MODES)}, "
+                             f"got {self.failure_mode!r}")
         if self.control_dt <= 0 or self.time_scale <= 0:
             raise ValueError("control_dt and time_scale must be > 0")
         if not 0.0 <= self.pick_pitch_deg <= 90.0:
@@ -195,9 +216,10 @@ class ScriptedDemonstrator:
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         cfg = self.config
-        self.failure_mode = (
-            str(self._rng.choice(FAILURE_MODES)) if self._rng.random() < cfg.failure_prob else None
-        )
+        self.failure_mode = None
+        if self._rng.random() < cfg.failure_prob:
+            self.failure_mode = (str(self._rng.choice(FAILURE_MODES)) if cfg.failure_mode == ALL_FAILURE_MODES
+                                 else cfg.failure_mode)
         joint_positions = np.asarray(joint_positions, dtype=np.float64)
         starts = {}
         for i, arm in enumerate(ARMS):
@@ -242,13 +264,15 @@ class ScriptedDemonstrator:
         l_rot = _frame(np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]))
 
         grasp = cube + np.array([0.0, 0.0, 0.005])  # a little high: the tilted tips clear the table
-        if self.failure_mode == "grasp_offset":
-            angle = self._rng.uniform(0, 2 * np.pi)
-            grasp = grasp + 0.04 * np.array([np.cos(angle), np.sin(angle), 0.0])
+        mode = self.failure_mode
+        if mode == "grasp_offset":  # horizontally toward the right arm's base, short of the cube
+            toward_base = np.array([r_base[0] - cube[0], r_base[1] - cube[1], 0.0])
+            grasp = grasp + GRASP_OFFSET * toward_base / np.linalg.norm(toward_base)
+        r_meet = meet + WRONG_HEIGHT_OFFSET if mode == "wrong_height" else meet
         left_grasp = meet + np.array([-0.012, 0.0, 0.0])  # the -x half of the cube
-        if self.failure_mode == "left_miss":
-            left_grasp = left_grasp + np.array([0.0, self._rng.choice([-0.05, 0.05]), 0.0])
-        release_t = 4.0 if self.failure_mode == "early_release" else 5.2
+        if mode == "left_miss":
+            left_grasp = left_grasp + LEFT_MISS_OFFSET
+        release_t = 3.7 if mode == "early_release" else 5.2
 
         r_pos0, r_rot0 = starts["right"]
         l_pos0, l_rot0 = starts["left"]
@@ -259,11 +283,11 @@ class ScriptedDemonstrator:
             Waypoint(2.0, grasp, r_grasp_rot, 1.0),
             Waypoint(2.4, grasp, r_grasp_rot, 0.0),  # close
             Waypoint(2.6, grasp, r_grasp_rot, 0.0),
-            Waypoint(3.6, meet, r_meet_rot, 0.0),  # carry to the hand-over point
-            Waypoint(release_t, meet, r_meet_rot, 0.0),
-            Waypoint(release_t + 0.3, meet, r_meet_rot, 1.0),  # open
-            Waypoint(release_t + 0.8, meet - 0.1 * r_meet_rot[:, 0], r_meet_rot, 1.0),  # back off
-            Waypoint(6.4, meet - 0.1 * r_meet_rot[:, 0], r_meet_rot, 1.0),
+            Waypoint(3.6, r_meet, r_meet_rot, 0.0),  # carry to the hand-over point
+            Waypoint(release_t, r_meet, r_meet_rot, 0.0),
+            Waypoint(release_t + 0.3, r_meet, r_meet_rot, 1.0),  # open
+            Waypoint(release_t + 0.8, r_meet - 0.1 * r_meet_rot[:, 0], r_meet_rot, 1.0),  # back off
+            Waypoint(6.4, r_meet - 0.1 * r_meet_rot[:, 0], r_meet_rot, 1.0),
         ]
         left = [
             Waypoint(0.0, l_pos0, l_rot0, 0.0),
@@ -306,18 +330,27 @@ def main(argv: list[str] | None = None) -> None:
     from lapo_ros.sim.world import SimWorldConfig
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--episodes", type=int, default=20)
-    parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--noise-std", type=float, default=0.0)
-    parser.add_argument("--failure-prob", type=float, default=0.0)
+    parser.add_argument("--episodes", type=int, default=20, help="episodes to play (default: %(default)s)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="episode i uses sim seed first_seed + i (default: %(default)s)")
+    parser.add_argument("--noise-std", type=float, default=0.0,
+                        help="std (rad) of the noise on the arm-joint commands (default: %(default)s)")
+    parser.add_argument("--failure-prob", type=float, default=0.0,
+                        help="probability that an episode is botched on purpose (default: %(default)s)")
+    parser.add_argument("--failure-mode", choices=(*FAILURE_MODES, ALL_FAILURE_MODES), default=ALL_FAILURE_MODES,
+                        help="how a botched episode fails; all: one mode drawn per episode (default: %(default)s)")
     args = parser.parse_args(argv)
+    config = DemonstratorConfig(noise_std=args.noise_std, failure_prob=args.failure_prob,
+                                failure_mode=args.failure_mode)
+    try:
+        config.validate()
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     log = logging.getLogger("scripted_demonstrator")
 
     world = SimWorld(SimWorldConfig(image_height=8, image_width=8))  # no rendering needed
-    demo = ScriptedDemonstrator(
-        DemonstratorConfig(noise_std=args.noise_std, failure_prob=args.failure_prob), model=world.model
-    )
+    demo = ScriptedDemonstrator(config, model=world.model)
     results = [run_episode(world, demo, args.first_seed + i) for i in range(args.episodes)]
     for r in results:
         log.info("seed %d failure_mode=%s max_reward=%d success=%s", r.seed, r.failure_mode, r.max_reward, r.success)

@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from lapo_ros.sim.demonstrator import ALL_FAILURE_MODES, FAILURE_MODES
 from lapo_ros.sim.episode_stats import summarize_returns
 from lapo_ros.sim.node_evaluation import EvalConfig, evaluate_policy
 from lapo_ros.sim.processes import INTERRUPTS, LoopError, RunSettings
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--noise_std", type=float, default=0.0, help="demonstrator command noise, rad (default: %(default)s)")
     a("--failure_prob", type=float, default=0.0,
       help="share of demonstrations botched on purpose (default: %(default)s)")
+    a("--failure_mode", choices=(*FAILURE_MODES, ALL_FAILURE_MODES), default=ALL_FAILURE_MODES,
+      help="how the botched demonstrations fail (see lapo_ros/sim/demonstrator.py); all: one mode drawn per "
+           "demonstration (default: %(default)s)")
     a("--max_episode_steps", type=int, default=0,
       help="recorder samples per demonstration, 0 = until the demonstrator is done (default: %(default)s)")
     a("--record_rate", type=float, default=30.0, help="recorder samples per second of sim time (default: %(default)s)")
@@ -126,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "or choose another --out")
             demos = record_demonstrations(settings, RecordConfig(
                 episodes=args.episodes, seed=args.seed, noise_std=args.noise_std, failure_prob=args.failure_prob,
+                failure_mode=args.failure_mode,
                 max_episode_steps=args.max_episode_steps, record_rate=args.record_rate), dataset_dir)
             (args.out / "recording_summary.json").write_text(json.dumps(
                 {**summarize_returns(demos), "per_episode": [d.to_dict() for d in demos]}, indent=2))
@@ -137,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         train_cfg = TrainConfig(steps=args.steps, algo=args.algo, image_encoder=args.image_encoder,
                                 batch_size=args.batch_size, device=args.device, seed=args.seed,
                                 action_space=args.action_space, action_chunk=args.action_chunk,
-                                latent_dim=args.latent_dim,
+                                latent_dim=args.latent_dim, aux_action_weight=args.aux_action_weight,
                                 image_size=tuple(args.model_image_size), crops=args.crop,
                                 checkpoints=args.checkpoints)
         run_dir = (settings.out / "results" / f"Exp{exp_id}" / RUN_SUBDIR if args.skip_training

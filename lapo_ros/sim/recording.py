@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
+import numpy as np
 from std_srvs.srv import SetBool, Trigger
 from tqdm import tqdm
 
-from lapo_learning.dataset_format import validate_file
+from lapo_learning.dataset_format import REWARDS_KEY, validate_file
+from lapo_learning.episode_writer import OUTCOME_ATTR
+from lapo_ros.sim.demonstrator import ALL_FAILURE_MODES
 from lapo_ros.sim.episode_stats import EpisodeResult, SimStatus
 from lapo_ros.sim.processes import RECORDER_NODE, SIM_NODE, LoopError, LoopNode, RunSettings, Session, sim_topics
 
@@ -26,6 +31,7 @@ class RecordConfig:
     seed: int = 0  # sim seed: episode e (1..N) places the cube with seed + e
     noise_std: float = 0.0
     failure_prob: float = 0.0
+    failure_mode: str = ALL_FAILURE_MODES  # how botched episodes fail (lapo_ros/sim/demonstrator.py)
     max_episode_steps: int = 0  # recorder samples per episode; 0 = until the demonstrator is done
     episode_time_limit: float = 12.0  # s of sim time; the demonstration takes 6.4 s
     record_rate: float = 30.0
@@ -37,7 +43,7 @@ def record_demonstrations(settings: RunSettings, cfg: RecordConfig, dataset_dir:
     results: list[EpisodeResult] = []
     try:
         session.start_sim(demonstrator=True, seed=cfg.seed, noise_std=float(cfg.noise_std),
-                          failure_prob=float(cfg.failure_prob))
+                          failure_prob=float(cfg.failure_prob), failure_mode=cfg.failure_mode)
         session.start_node(RECORDER_NODE, "recorder.yaml", use_sim_time=True, output_dir=str(dataset_dir.resolve()),
                            image_height=settings.image_size[0], image_width=settings.image_size[1],
                            record_rate=float(cfg.record_rate), max_episode_steps=cfg.max_episode_steps,
@@ -102,3 +108,36 @@ def check_dataset(dataset_dir: Path) -> list[Path]:
     if problems:
         raise LoopError(f"invalid episode files in {dataset_dir}:\n" + "\n".join(problems))
     return files
+
+
+def use_outcome_reward(path: Path) -> None:
+    """Replace the rewards of an episode file by the recorder's sparse outcome reward, the one it
+    records without a reward topic (lapo_learning.episode_writer: 1 on the last step of a success,
+    0 elsewhere; terminals are already set by the outcome either way)."""
+    with h5py.File(path, "r+") as f:
+        outcome = f.attrs.get(OUTCOME_ATTR)
+        if outcome is None:
+            raise LoopError(f"{path}: no {OUTCOME_ATTR!r} attribute, so no outcome reward can be derived")
+        rewards = np.zeros(f[REWARDS_KEY].shape, dtype=f[REWARDS_KEY].dtype)
+        if outcome == "success" and rewards.size:
+            rewards[-1] = 1.0
+        f[REWARDS_KEY][...] = rewards
+        f.attrs["reward_source"] = "sparse_outcome"
+
+
+def assemble_dataset(files: list[Path], dest: Path, outcome_reward: bool = False) -> list[Path]:
+    """The dataset `dest`: copies of `files` as episode_0001.. in that order, made unless `dest`
+    exists, then checked (check_dataset). It is built in DEST.partial and renamed when complete, so
+    an interrupted build never leaves a partial dataset under its name. `outcome_reward`: the copies
+    get the recorder's sparse outcome reward (use_outcome_reward) instead of the recorded one."""
+    if not dest.exists():
+        tmp = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for i, src in enumerate(files, start=1):
+            copy = tmp / f"episode_{i:04d}.hdf5"
+            shutil.copy2(src, copy)
+            if outcome_reward:
+                use_outcome_reward(copy)
+        tmp.rename(dest)
+    return check_dataset(dest)

@@ -38,7 +38,12 @@ from std_srvs.srv import Trigger
 
 from lapo_ros.image_msgs import rgb_to_image_msg
 from lapo_ros.node_runner import run_node
-from lapo_ros.sim.demonstrator import DemonstratorConfig, ScriptedDemonstrator
+from lapo_ros.sim.demonstrator import (
+    ALL_FAILURE_MODES,
+    FAILURE_MODES,
+    DemonstratorConfig,
+    ScriptedDemonstrator,
+)
 from lapo_ros.sim.world import NUM_JOINTS, SimWorld, SimWorldConfig
 
 # MuJoCo camera -> (topic parameter, frame_id). "top" is the global camera.
@@ -66,6 +71,11 @@ class SimRobotParams:
     demonstrator: bool = False
     noise_std: float = 0.0
     failure_prob: float = 0.0
+    failure_mode: str = ALL_FAILURE_MODES
+
+    def demonstrator_config(self) -> DemonstratorConfig:
+        return DemonstratorConfig(noise_std=self.noise_std, failure_prob=self.failure_prob,
+                                  failure_mode=self.failure_mode, control_dt=1.0 / self.control_rate)
 
     def validate(self) -> None:
         if self.control_rate <= 0 or self.camera_rate <= 0:
@@ -79,6 +89,7 @@ class SimRobotParams:
         topics = [getattr(self, f.name) for f in fields(self) if f.name.endswith("_topic")]
         if any(not t for t in topics) or len(set(topics)) != len(topics):
             raise ValueError(f"topic names must be non-empty and distinct: {topics}")
+        self.demonstrator_config().validate()  # with the demonstrator off too: a typo is an error either way
 
 
 DESCRIPTIONS: dict[str, str] = {
@@ -100,6 +111,8 @@ DESCRIPTIONS: dict[str, str] = {
                     "ignores other commands",
     "noise_std": "demonstrator: Gaussian noise std (rad) on arm-joint commands",
     "failure_prob": "demonstrator: probability that an episode is botched on purpose",
+    "failure_mode": f"demonstrator: how a botched episode fails, one of {', '.join(FAILURE_MODES)} "
+                    f"(see lapo_ros/sim/demonstrator.py), or {ALL_FAILURE_MODES} (one of them per episode)",
 }
 
 
@@ -137,11 +150,7 @@ class SimRobotNode(Node):
 
         self._demo: ScriptedDemonstrator | None = None
         if p.demonstrator:
-            self._demo = ScriptedDemonstrator(
-                DemonstratorConfig(noise_std=p.noise_std, failure_prob=p.failure_prob,
-                                   control_dt=1.0 / p.control_rate),
-                seed=p.seed, model=self._world.model,
-            )
+            self._demo = ScriptedDemonstrator(p.demonstrator_config(), seed=p.seed, model=self._world.model)
             self._command_pub = self.create_publisher(Float64MultiArray, p.command_topic, 10)
         else:
             self.create_subscription(Float64MultiArray, p.command_topic, self._on_command, 10)

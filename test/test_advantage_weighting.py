@@ -1,0 +1,63 @@
+"""LAPO's per-sample weights of the VAE loss from the advantage A = r + gamma V(s') - V(s)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from lapo_learning.agent import MAX_EXP_WEIGHT, AgentConfig
+from lapo_learning.dataset import load_dataset
+from lapo_learning.lapo_agent import LAPOAgent
+from lapo_learning.replay import ReplayBuffer, fit_statistics
+
+REWARDS = torch.tensor([[-0.5], [-0.01], [0.0], [0.01], [0.2], [3.0]])
+
+
+def weights_for(sample_file, **config) -> torch.Tensor:
+    """Weights of six samples whose advantage is exactly REWARDS (V is made 0 everywhere)."""
+    ds = load_dataset(sample_file)
+    episodes = np.arange(ds.n_episodes)
+    agent = LAPOAgent(ds.schema, AgentConfig(**config), "cpu", value_range=(-1.0, 3.0))
+    last = agent.critic.v_net[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    batch = ReplayBuffer(ds, episodes, fit_statistics(ds, ds.episode_indices(episodes)), "cpu", seed=0).sample(6)
+    batch = dataclasses.replace(batch, reward=REWARDS.clone())
+    with torch.no_grad():
+        feat = agent.encoder(batch.images, batch.joint)
+        next_feat = agent.encoder(batch.next_images, batch.next_joint)
+    adv, weights = agent.advantage_weights(feat, next_feat, batch)
+    assert torch.allclose(adv, REWARDS)
+    return weights.squeeze(1)
+
+
+def test_expectile_weights_follow_the_sign_only(sample_file):
+    w = weights_for(sample_file, expectile=0.8)
+    assert torch.allclose(w, torch.tensor([0.2, 0.2, 0.2, 0.8, 0.8, 0.8]))
+
+
+def test_expectile_margin_keeps_noise_around_zero_low(sample_file):
+    w = weights_for(sample_file, expectile=0.8, advantage_margin=0.05)
+    assert torch.allclose(w, torch.tensor([0.2, 0.2, 0.2, 0.2, 0.8, 0.8]))
+
+
+def test_exponential_weights_grow_with_the_advantage(sample_file):
+    w = weights_for(sample_file, advantage_weighting="exponential", advantage_temperature=0.1)
+    assert torch.isclose(w.mean(), torch.tensor(1.0))  # normalised: the loss keeps its scale
+    assert (w[1:] > w[:-1]).all()  # monotone in A
+    # Near A = 0 the weights barely differ (critic noise is not a preference) ...
+    assert w[3] / w[1] == pytest.approx(np.exp(0.02 / 0.1), rel=1e-4)
+    # ... a clearly better action is preferred strongly, and the cap bounds any one sample.
+    assert w[4] / w[2] == pytest.approx(np.exp(2.0), rel=1e-4)
+    assert w[5] / w[2] == pytest.approx(MAX_EXP_WEIGHT, rel=1e-4)
+
+
+def test_bad_weighting_settings_are_refused():
+    with pytest.raises(ValueError, match="advantage_weighting"):
+        AgentConfig(advantage_weighting="softmax")
+    with pytest.raises(ValueError, match="advantage_margin"):
+        AgentConfig(advantage_margin=-0.1)
+    with pytest.raises(ValueError, match="advantage_temperature"):
+        AgentConfig(advantage_weighting="exponential", advantage_temperature=0.0)
