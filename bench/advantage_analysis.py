@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_dataset(args.dataset, image_size=schema.image_size, crops=schema.crops)
     schema.require_compatible(ds.schema, f"{args.dataset} does not match checkpoint {args.checkpoint}")
     labels = episode_groups(ds.sources)
-    buf = ReplayBuffer(ds, np.arange(ds.n_episodes), stats, "cpu", seed=0, action_chunk=agent.config.action_chunk)
+    buf = ReplayBuffer(ds, np.arange(ds.n_episodes), stats, "cpu", seed=0, action_chunk=agent.config.action_chunk,
+                       discount=agent.config.discount)
     episode_of = np.repeat(np.arange(ds.n_episodes), np.diff(np.r_[0, ds.episode_ends]))
     values = per_sample(agent, buf)
     rows = summarize(values, episode_of, labels)

@@ -13,6 +13,7 @@ from lapo_learning.schema import ObservationSchema
 
 ALGOS = ("lapo", "bc")
 ADVANTAGE_WEIGHTINGS = ("expectile", "exponential")
+ADVANTAGE_ESTIMATES = ("td", "mc")
 MAX_EXP_WEIGHT = 100.0  # AWR/IQL's cap on exp(A / temperature): one sample cannot own a batch
 
 
@@ -56,6 +57,12 @@ class AgentConfig:
     # "expectile": the high weight needs A > advantage_margin (the reference: 0), so that a critic's noise
     # around A = 0 on a bad demonstration (rewards all 0, V ~ 0) is not taken for an improvement.
     advantage_margin: float = 0.0
+    # LAPO: the advantage the weights read. "td" (the reference): r + gamma V(s') - V(s). "mc": the
+    # recorded episode's discounted reward-to-go minus V(s) (AWR's estimate with lambda = 1). Where
+    # a bad demonstration has left every good outcome behind (rewards 0 from then on, V ~ 0), its
+    # one-step advantages are critic noise around 0 whatever it does, so a third of them look good;
+    # its reward-to-go is 0, so all of them look bad (mixed sim data: A > 0 on 36% vs 0%).
+    advantage_estimate: str = "td"
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -75,6 +82,9 @@ class AgentConfig:
         if self.advantage_weighting not in ADVANTAGE_WEIGHTINGS:
             raise ValueError(f"advantage_weighting must be one of {ADVANTAGE_WEIGHTINGS}, "
                              f"got {self.advantage_weighting!r}")
+        if self.advantage_estimate not in ADVANTAGE_ESTIMATES:
+            raise ValueError(f"advantage_estimate must be one of {ADVANTAGE_ESTIMATES}, "
+                             f"got {self.advantage_estimate!r}")
         if self.advantage_margin < 0:
             raise ValueError(f"advantage_margin must be >= 0, got {self.advantage_margin}")
         if self.advantage_temperature <= 0:

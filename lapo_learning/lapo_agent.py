@@ -8,7 +8,8 @@ Per train step, on one batch:
 2. Weighted CVAE on *detached* features: loss = mean(w * (recon + kl_beta * KL)) with
    w = expectile if A > 0 else 1 - expectile (or, with advantage_weighting "exponential",
    exp(A / temperature) normalised over the batch), A = r + gamma(1-d) V(s') - V(s) from the updated
-   critic (V(s') is the critic's estimate of Q'(s', a'(s')), as in the reference).
+   critic (V(s') is the critic's estimate of Q'(s', a'(s')), as in the reference); with
+   advantage_estimate "mc", A = the episode's discounted reward-to-go - V(s).
 3. Latent actor on detached features: maximise Q1(s, decode_target(s, max_latent*tanh(.))).
 4. Polyak averaging (tau) of critic, actor and VAE targets.
 
@@ -191,8 +192,11 @@ class LAPOAgent(Agent):
         c = self.config
         with torch.no_grad():
             v = self.critic.v(feat).clamp(self.min_v, self.max_v)
-            next_v = self.critic.v(next_feat).clamp(self.min_v, self.max_v)
-            adv = batch.reward + batch.not_done * c.discount * next_v - v
+            if c.advantage_estimate == "mc":
+                adv = batch.returns - v
+            else:
+                next_v = self.critic.v(next_feat).clamp(self.min_v, self.max_v)
+                adv = batch.reward + batch.not_done * c.discount * next_v - v
             if c.advantage_weighting == "expectile":
                 weights = torch.where(adv > c.advantage_margin, c.expectile, 1.0 - c.expectile)
             else:

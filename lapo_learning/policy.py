@@ -137,7 +137,7 @@ def load_policy(path: str | Path, device: str = "cpu", cuda_graph: bool = True,
 
     On a CUDA device, single observations run through a CUDA graph unless `cuda_graph` is False.
     `ensemble_decay`: TemporalEnsemble's weight decay for checkpoints trained with action chunks
-    (ACT's 0.01 by default; larger follows new predictions faster).
+    (ACT's 0.01 by default; larger weighs the older predictions more, 0 averages them equally).
     """
     ckpt = load_checkpoint(path)
     agent, stats = restore_agent(ckpt, device, path)

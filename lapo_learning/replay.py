@@ -24,6 +24,9 @@ class Batch:
     not_done: torch.Tensor  # [B,1]
     next_images: list[torch.Tensor]
     next_joint: torch.Tensor
+    # scaled discounted reward-to-go of the rest of the sample's recorded episode [B,1] (no bootstrap
+    # past its end): LAPO's Monte-Carlo advantage (AgentConfig.advantage_estimate "mc")
+    returns: torch.Tensor
 
     def __len__(self) -> int:
         return self.action.shape[0]
@@ -58,9 +61,22 @@ def fit_statistics(ds: OfflineDataset, indices: np.ndarray, reward_scale: float 
     )
 
 
+def returns_to_go(rewards: np.ndarray, episode_ends: np.ndarray, discount: float) -> np.ndarray:
+    """Per sample, sum_k discount^k r_{t+k} over the rest of its episode (`episode_ends` exclusive)."""
+    out = np.zeros(len(rewards), dtype=np.float64)
+    start = 0
+    for end in episode_ends:
+        acc = 0.0
+        for t in range(end - 1, start - 1, -1):
+            acc = float(rewards[t]) + discount * acc
+            out[t] = acc
+        start = end
+    return out.astype(np.float32)
+
+
 class ReplayBuffer:
     def __init__(self, ds: OfflineDataset, episodes: np.ndarray, stats: DatasetStatistics,
-                 device: torch.device | str, seed: int, action_chunk: int = 1) -> None:
+                 device: torch.device | str, seed: int, action_chunk: int = 1, discount: float = 0.99) -> None:
         self.device = torch.device(device)
         idx = ds.episode_indices(episodes)
         # Whole episodes are selected, so every next index stays inside the subset: remap it.
@@ -75,7 +91,11 @@ class ReplayBuffer:
         self.images = [put(ds.images[c][idx]) for c in CAMERAS]
         self.joint = put(stats.joint.normalize(ds.joint[idx]))
         self.action = put(stats.action_targets(ds.action_chunks(action_chunk, idx), ds.joint[idx]))
-        self.reward = put((ds.rewards[idx] / stats.reward_scale).astype(np.float32)).unsqueeze(1)
+        reward = (ds.rewards[idx] / stats.reward_scale).astype(np.float32)
+        self.reward = put(reward).unsqueeze(1)
+        # Whole episodes, in order: the subset's episode ends are the cumulative episode lengths.
+        lengths = ds.episode_ends[episodes] - ds.episode_starts[episodes]
+        self.returns = put(returns_to_go(reward, np.cumsum(lengths), discount)).unsqueeze(1)
         self.not_done = put((~ds.terminals[idx]).astype(np.float32)).unsqueeze(1)
         self.next = put(nxt)
         self.td_indices = put(np.nonzero(ds.usable_for_td()[idx])[0])
@@ -104,6 +124,7 @@ class ReplayBuffer:
             not_done=self.not_done.index_select(0, i),
             next_images=[img.index_select(0, n) for img in self.images],
             next_joint=self.joint.index_select(0, n),
+            returns=self.returns.index_select(0, i),
         )
 
     def iterate(self, batch_size: int):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lapo_learning.agent import ADVANTAGE_WEIGHTINGS, ALGOS, MAX_EXP_WEIGHT, Agent, AgentConfig
+from lapo_learning.agent import ADVANTAGE_ESTIMATES, ADVANTAGE_WEIGHTINGS, ALGOS, MAX_EXP_WEIGHT, Agent, AgentConfig
 from lapo_learning.checkpoint import (VALUE_RANGE_KEY, CheckpointError, build_agent, load_checkpoint,
                                       restore_agent, save_checkpoint)
 from lapo_learning.dataset import OfflineDataset, load_dataset, split_episodes
@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="expectile weighting: the high weight needs A > this (in units of the scaled reward per step; "
            "the reference: 0); above the critic's noise around A = 0, so that a bad demonstration's "
            "actions do not get the high weight by chance (default: %(default)s)")
+    a("--advantage_estimate", choices=ADVANTAGE_ESTIMATES, default="td",
+      help="the advantage LAPO's weights read: td (the reference: r + gamma V(s') - V(s)) or mc (the recorded "
+           "episode's discounted reward-to-go - V(s), nothing bootstrapped past its end), which does not mistake "
+           "critic noise on a bad demonstration that can no longer succeed for a good action (default: %(default)s)")
     a("--advantage_temperature", type=float, default=0.1,
       help="temperature of --advantage_weighting exponential; smaller = sharper preference (default: %(default)s)")
     a("--kl_beta", type=float, default=1.0, help="weight of the VAE's KL term")
@@ -147,6 +151,7 @@ def agent_config(args: argparse.Namespace) -> AgentConfig:
         action_chunk=args.action_chunk, latent_dim=args.latent_dim, joints_to_policy=not args.features_only_policy,
         aux_action_weight=args.aux_action_weight, advantage_weighting=args.advantage_weighting,
         advantage_temperature=args.advantage_temperature, advantage_margin=args.advantage_margin,
+        advantage_estimate=args.advantage_estimate,
     )
 
 
@@ -286,8 +291,8 @@ def train(args: argparse.Namespace) -> Path:
         agent = build_agent(ds.schema, agent_config(args), stats, device)
         agent.seed(args.seed)
     chunk = agent.config.action_chunk  # a resumed run keeps its checkpoint's chunk size
-    train_buf = ReplayBuffer(ds, train_eps, stats, device, seed=args.seed, action_chunk=chunk)
-    val_buf = ReplayBuffer(ds, val_eps, stats, device, seed=args.seed + 1, action_chunk=chunk)
+    train_buf = ReplayBuffer(ds, train_eps, stats, device, seed=args.seed, action_chunk=chunk, discount=args.discount)
+    val_buf = ReplayBuffer(ds, val_eps, stats, device, seed=args.seed + 1, action_chunk=chunk, discount=args.discount)
     del ds  # the buffers hold what training needs
     start = 0
     if resume is not None:

@@ -36,7 +36,7 @@ from lapo_learning.schema import ObservationSchema, SchemaMismatch
 from lapo_ros.joint_msgs import array_to_command, command_msg_class
 from lapo_ros.node_runner import run_node
 from lapo_ros.observation_inputs import ObservationInputs, declare_input_parameters
-from lapo_ros.policy_diagnostics import LoopStatistics, loop_health
+from lapo_ros.policy_diagnostics import LoopStatistics, TickGap, loop_health
 from lapo_ros.safety import JointLimits, SafetyConfig, SafetyFilter, resolve_limits
 
 NODE_NAME = "policy"
@@ -179,6 +179,7 @@ class PolicyNode(Node):
                 "steps will not line up with the ticks")
         self.time_from_start = p.trajectory_time_from_start or self.period
         self.stats = LoopStatistics(self.rate_hz)
+        self.tick_gap = TickGap(self.period)
         self.enabled = False
         self.stopped = False
         self.fault: str | None = None  # why the node stopped itself (tracking watchdog), until re-enabled
@@ -214,6 +215,7 @@ class PolicyNode(Node):
                 self.get_logger().info(f"re-enabled after: {self.fault}")
             self.fault = None
             self.policy.reset()
+            self.tick_gap.reset()
             self.stats.start(self._now_s())
         self.enabled = enabled
         self.get_logger().info("enabled: publishing commands" if enabled else "disabled: not publishing")
@@ -246,6 +248,9 @@ class PolicyNode(Node):
         if not self.enabled:
             return
         now = self.get_clock().now()
+        if self.tick_gap.late(now.nanoseconds * 1e-9):
+            self.stats.count("late_ticks")
+            self.policy.reset()  # the held chunks' steps were meant for ticks that never fired
         sample = self.inputs.sample(now)  # raises InputError (fatal) on unusable messages
         if sample is None:
             stale = self.inputs.sampler.stale_streams(now.nanoseconds * 1e-9)

@@ -27,11 +27,12 @@ class LoopStatistics:
 
     Counter names used by the node: published, stale_skips, nonfinite_joints (measured joints not
     finite), nonfinite_rejections (policy output not finite), errors (inference failed),
-    tracking_faults, clamped (ticks where the limits moved a dimension), rate_limited.
+    tracking_faults, clamped (ticks where the limits moved a dimension), rate_limited, late_ticks
+    (the timer fired late: TickGap).
     """
 
     COUNTERS = ("published", "stale_skips", "nonfinite_joints", "nonfinite_rejections", "errors",
-                "tracking_faults", "clamped", "rate_limited")
+                "tracking_faults", "clamped", "rate_limited", "late_ticks")
     # Ticks whose output was refused (not merely skipped for want of input).
     REJECTIONS = ("nonfinite_joints", "nonfinite_rejections", "errors")
 
@@ -105,6 +106,33 @@ class LoopStatistics:
 OK, WARN, ERROR = 0, 1, 2
 
 
+class TickGap:
+    """Whether a control tick came so late that temporal ensembling no longer lines up.
+
+    The ensemble counts ticks in calls (one per control period); when the timer stalls (a busy
+    executor, a starved CPU), the next call would take the chunks' steps meant for the ticks that
+    never fired. A tick more than (1 + tolerance) periods after the previous one is late (by default:
+    at least one tick missed); the node then restarts the ensemble from this tick's chunk. On a sim
+    clock a 30 Hz timer fires 20 or 40 ms apart on 20 ms steps (1.2 periods), which is not late.
+    """
+
+    def __init__(self, period_s: float, tolerance: float = 1.0) -> None:
+        if period_s <= 0 or tolerance <= 0:
+            raise ValueError("period_s and tolerance must be > 0")
+        self.limit_s = (1.0 + tolerance) * period_s
+        self._last: float | None = None
+
+    def reset(self) -> None:
+        """Forget the previous tick (on enable: the pause before is intended)."""
+        self._last = None
+
+    def late(self, t: float) -> bool:
+        """Record a tick at time `t` (s); True if it came late after the previous one."""
+        late = self._last is not None and t - self._last > self.limit_s
+        self._last = t
+        return late
+
+
 def loop_health(enabled: bool, fault: str | None, recent: dict[str, int], latency_p99_ms: float,
                 period_ms: float) -> tuple[int, str]:
     """Level and message of the control loop; `recent`: the counters' increase since the last report.
@@ -126,4 +154,6 @@ def loop_health(enabled: bool, fault: str | None, recent: dict[str, int], latenc
         return WARN, "inference p99 exceeds the control period"
     if recent["stale_skips"]:
         return WARN, "ticks skipped: stale or missing input"
+    if recent["late_ticks"]:
+        return WARN, "control timer fired late: action ensemble restarted"
     return OK, "running"

@@ -10,13 +10,14 @@ import torch
 from lapo_learning.agent import MAX_EXP_WEIGHT, AgentConfig
 from lapo_learning.dataset import load_dataset
 from lapo_learning.lapo_agent import LAPOAgent
-from lapo_learning.replay import ReplayBuffer, fit_statistics
+from lapo_learning.replay import ReplayBuffer, fit_statistics, returns_to_go
 
 REWARDS = torch.tensor([[-0.5], [-0.01], [0.0], [0.01], [0.2], [3.0]])
 
 
 def weights_for(sample_file, **config) -> torch.Tensor:
-    """Weights of six samples whose advantage is exactly REWARDS (V is made 0 everywhere)."""
+    """Weights of six samples whose advantage is exactly REWARDS (V is made 0 everywhere; with the
+    "mc" estimate the reward-to-go is REWARDS and the one-step rewards are its opposite)."""
     ds = load_dataset(sample_file)
     episodes = np.arange(ds.n_episodes)
     agent = LAPOAgent(ds.schema, AgentConfig(**config), "cpu", value_range=(-1.0, 3.0))
@@ -24,7 +25,9 @@ def weights_for(sample_file, **config) -> torch.Tensor:
     torch.nn.init.zeros_(last.weight)
     torch.nn.init.zeros_(last.bias)
     batch = ReplayBuffer(ds, episodes, fit_statistics(ds, ds.episode_indices(episodes)), "cpu", seed=0).sample(6)
-    batch = dataclasses.replace(batch, reward=REWARDS.clone())
+    batch = dataclasses.replace(batch, reward=REWARDS.clone(), returns=REWARDS.clone())
+    if config.get("advantage_estimate") == "mc":
+        batch = dataclasses.replace(batch, reward=-REWARDS)
     with torch.no_grad():
         feat = agent.encoder(batch.images, batch.joint)
         next_feat = agent.encoder(batch.next_images, batch.next_joint)
@@ -54,10 +57,31 @@ def test_exponential_weights_grow_with_the_advantage(sample_file):
     assert w[5] / w[2] == pytest.approx(MAX_EXP_WEIGHT, rel=1e-4)
 
 
+def test_mc_estimate_reads_the_reward_to_go(sample_file):
+    w = weights_for(sample_file, expectile=0.8, advantage_estimate="mc")
+    assert torch.allclose(w, torch.tensor([0.2, 0.2, 0.2, 0.8, 0.8, 0.8]))
+
+
+def test_returns_to_go_stay_inside_each_episode(sample_file):
+    r = np.array([1.0, 0.0, 2.0, 5.0, 1.0], dtype=np.float32)
+    assert np.allclose(returns_to_go(r, np.array([3, 5]), 0.5), [1.5, 1.0, 2.0, 5.5, 1.0])
+    # A buffer over some episodes, in any order, sums each one's own rewards only.
+    ds = load_dataset(sample_file)
+    episodes = np.array([2, 0])
+    stats = fit_statistics(ds, ds.episode_indices(episodes))
+    buf = ReplayBuffer(ds, episodes, stats, "cpu", seed=0, discount=0.9)
+    expected = np.concatenate([returns_to_go(ds.rewards[ds.episode_indices([e])] / stats.reward_scale,
+                                             np.array([ds.episode_ends[e] - ds.episode_starts[e]]), 0.9)
+                               for e in episodes])
+    assert np.allclose(buf.returns.squeeze(1).numpy(), expected, atol=1e-5)
+
+
 def test_bad_weighting_settings_are_refused():
     with pytest.raises(ValueError, match="advantage_weighting"):
         AgentConfig(advantage_weighting="softmax")
     with pytest.raises(ValueError, match="advantage_margin"):
         AgentConfig(advantage_margin=-0.1)
+    with pytest.raises(ValueError, match="advantage_estimate"):
+        AgentConfig(advantage_estimate="gae")
     with pytest.raises(ValueError, match="advantage_temperature"):
         AgentConfig(advantage_weighting="exponential", advantage_temperature=0.0)

@@ -12,19 +12,22 @@ from lapo_learning.lapo_agent import LAPOAgent
 from lapo_learning.replay import ReplayBuffer, fit_statistics
 
 
-@pytest.fixture(params=[(True, "cnn_3conv_1fc_0", 0.0, "expectile"), (False, "cnn_3conv_1fc_0", 0.0, "expectile"),
-                        (True, "keypoints_3conv_16kp", 0.0, "expectile"), (True, "cnn_3conv_1fc_0", 1.0, "expectile"),
-                        (True, "cnn_3conv_1fc_0", 1.0, "exponential")],
+@pytest.fixture(params=[(True, "cnn_3conv_1fc_0", 0.0, "expectile", "td"),
+                        (False, "cnn_3conv_1fc_0", 0.0, "expectile", "td"),
+                        (True, "keypoints_3conv_16kp", 0.0, "expectile", "td"),
+                        (True, "cnn_3conv_1fc_0", 1.0, "expectile", "td"),
+                        (True, "cnn_3conv_1fc_0", 1.0, "exponential", "td"),
+                        (True, "cnn_3conv_1fc_0", 1.0, "expectile", "mc")],
                 ids=["joints_to_policy", "features_only", "keypoint_encoder", "aux_action_loss",
-                     "aux_exponential_weights"])
+                     "aux_exponential_weights", "aux_mc_advantage"])
 def lapo(sample_file, request):
     torch.manual_seed(0)
     ds = load_dataset(sample_file)
     episodes = np.arange(ds.n_episodes)
     stats = fit_statistics(ds, ds.episode_indices(episodes))
-    joints_to_policy, encoder, aux, weighting = request.param
+    joints_to_policy, encoder, aux, weighting, estimate = request.param
     config = AgentConfig(joints_to_policy=joints_to_policy, image_encoder=encoder, aux_action_weight=aux,
-                         advantage_weighting=weighting)
+                         advantage_weighting=weighting, advantage_estimate=estimate)
     agent = LAPOAgent(ds.schema, config, "cpu", value_range=(0.0, 1.0))
     buf = ReplayBuffer(ds, episodes, stats, "cpu", seed=0)
     return agent, buf

@@ -403,7 +403,8 @@ def test_joint_trajectory_commands_carry_names_and_one_period(ros, checkpoint):
 
 def test_action_chunks_are_ensembled_from_each_enable(ros, tmp_path):
     """A chunked checkpoint: on constant inputs the commands follow TemporalEnsemble from the first
-    tick, and re-enabling starts the ensemble again (no chunk from before is reused)."""
+    tick, and re-enabling or a stall of the control timer starts the ensemble again (no chunk from
+    before is reused)."""
     chunked = train_checkpoint(tmp_path, "--action_chunk", "4", "--latent_dim", "16")
     decay = 0.5
     node = make_node(chunked, "/chunk", autostart=True, ensemble_decay=decay, max_delta_per_tick=WIDE,
@@ -428,6 +429,16 @@ def test_action_chunks_are_ensembled_from_each_enable(ros, tmp_path):
             future = rig.enable_client.call_async(SetBool.Request(data=enable))
             assert wait_for(future.done, 5, spin) and future.result().success
         assert wait_for(lambda: len(rig.received(since)) >= 3, 20, spin)
+        np.testing.assert_allclose(np.stack(rig.received(since)[:3]), expected[:3], rtol=1e-4, atol=1e-5)
+
+        # A stalled executor: the control timer misses ticks. The chunks' steps meant for them are
+        # not taken by the ticks after the stall: the ensemble starts again, and the stall is counted.
+        wait_for(lambda: len(rig.received(since)) >= 8, 20, spin)  # steady: the ensemble is full
+        late = node.stats.counts["late_ticks"]
+        time.sleep(0.3)  # nothing spins: about 9 ticks never fire
+        since = time.monotonic()
+        assert wait_for(lambda: len(rig.received(since)) >= 3, 20, spin)
+        assert node.stats.counts["late_ticks"] == late + 1
         np.testing.assert_allclose(np.stack(rig.received(since)[:3]), expected[:3], rtol=1e-4, atol=1e-5)
     finally:
         executor.shutdown()

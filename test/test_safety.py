@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from lapo_learning.schema import DatasetStatistics, Normalizer
-from lapo_ros.policy_diagnostics import ERROR, OK, WARN, LoopStatistics, loop_health
+from lapo_ros.policy_diagnostics import ERROR, OK, WARN, LoopStatistics, TickGap, loop_health
 from lapo_ros.safety import SafetyConfig, SafetyFilter, limits_from_training, resolve_limits
 
 TICK = 1.0 / 30
@@ -176,6 +176,7 @@ def test_loop_health_levels():
     level, message = loop_health(True, None, {**counts, "nonfinite_joints": 30}, 3.0, 33.3)
     assert level == ERROR and "nonfinite_joints=30" in message
     assert loop_health(True, None, {**counts, "stale_skips": 30}, 3.0, 33.3)[0] == WARN
+    assert loop_health(True, None, {**counts, "published": 30, "late_ticks": 1}, 3.0, 33.3)[0] == WARN
     assert loop_health(True, None, {**counts, "published": 30}, 40.0, 33.3)[0] == WARN
 
 
@@ -198,3 +199,15 @@ def test_loop_statistics():
     with pytest.raises(KeyError):
         stats.count("nope")
     assert "p99=99.0 ms" in stats.log_line(9.95)
+
+
+def test_tick_gap_flags_a_tick_after_a_missed_one():
+    gap = TickGap(0.1)
+    assert not gap.late(0.0)  # the first tick has nothing to be late after
+    assert not gap.late(0.1) and not gap.late(0.25)  # jitter, even 1.5 periods, is not a missed tick
+    assert gap.late(0.46)  # more than two periods: at least one tick never fired
+    assert not gap.late(0.56)
+    gap.reset()  # enabling again: the pause before is intended
+    assert not gap.late(5.0)
+    with pytest.raises(ValueError):
+        TickGap(0.0)

@@ -7,7 +7,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from lapo_ros.sim.demonstrator import (  # noqa: E402
-    FAILURE_MODES, ArmIK, DemonstratorConfig, ScriptedDemonstrator, run_episode,
+    FAILURE_MODES, LOOK_T, ArmIK, DemonstratorConfig, ScriptedDemonstrator, run_episode,
 )
 from lapo_ros.sim.world import SimWorld, SimWorldConfig  # noqa: E402
 
@@ -33,7 +33,7 @@ def test_reward_stages_come_in_order(world: SimWorld) -> None:
     demo.plan(world.cube_pose(), world.joint_positions(), seed=21)
     rewards = []
     while not demo.done:
-        world.step(demo.next_command())
+        world.step(demo.next_command(world.cube_pose()))
         rewards.append(world.reward())
     first4 = rewards.index(4)
     assert 1 in rewards[:first4] and 2 in rewards[:first4]
@@ -58,7 +58,7 @@ def play(world: SimWorld, demo: ScriptedDemonstrator, seed: int) -> tuple[np.nda
     demo.plan(world.cube_pose(), world.joint_positions(), seed=seed)
     commands, rewards = [], []
     while not demo.done:
-        commands.append(demo.next_command())
+        commands.append(demo.next_command(world.cube_pose()))
         world.step(commands[-1])
         rewards.append(world.reward())
     return np.array(commands), rewards
@@ -94,9 +94,11 @@ def test_failure_modes_are_consistent_mistakes(world: SimWorld) -> None:
     wrong place, the same for every seed."""
     ik = ArmIK(world.model, "right")
     close_tick = int(2.4 / DemonstratorConfig().control_dt)
-    demo = {mode: ScriptedDemonstrator(DemonstratorConfig(failure_prob=1.0, failure_mode=mode), model=world.model)
+    # A fixed hand-over point (no meet_jitter): the mistakes are then the same joint commands each time.
+    demo = {mode: ScriptedDemonstrator(DemonstratorConfig(failure_prob=1.0, failure_mode=mode, meet_jitter=0.0),
+                                       model=world.model)
             for mode in ("grasp_offset", "left_miss", "wrong_height")}
-    clean = ScriptedDemonstrator(model=world.model)
+    clean = ScriptedDemonstrator(DemonstratorConfig(meet_jitter=0.0), model=world.model)
     ends = {mode: [] for mode in demo}
     for seed in (4, 5, 6):
         for mode, d in demo.items():
@@ -161,7 +163,7 @@ def test_alike_scenes_give_alike_joint_commands(world: SimWorld) -> None:
     """No joint-space branch flips: the right wrist's twist joints stayed at 0 for some cube poses
     and went to +pi/-pi (same gripper pose) for others, so a policy regressing the demonstrations
     commanded their mean, a pose none of them used."""
-    demo = ScriptedDemonstrator(model=world.model)
+    demo = ScriptedDemonstrator(DemonstratorConfig(meet_jitter=0.0), model=world.model)
     plans = []
     for seed in range(1, 9):  # seeds 1 and 2 flipped to -pi and +pi before
         world.reset(seed)
@@ -171,6 +173,43 @@ def test_alike_scenes_give_alike_joint_commands(world: SimWorld) -> None:
     assert np.abs(right_twist).max() < 0.5
     ends = np.array([p[-1] for p in plans])  # every plan ends at the same hand-over pose
     assert np.ptp(ends, axis=0).max() < 0.05
+
+
+def left_grip_point(world: SimWorld, command: np.ndarray) -> np.ndarray:
+    ik = ArmIK(world.model, "left")
+    ik.set_joints(command[0:6])
+    return ik.forward()[0]
+
+
+def test_the_left_arm_reaches_for_the_cube_it_sees(world: SimWorld) -> None:
+    """At LOOK_T the left arm's reach is re-planned to the cube's position; a cube far from the
+    hand-over point (still on the table) is not a target. The hand-over point itself varies."""
+    world.reset(5)
+    start_cube, start_joints = world.cube_pose(), world.joint_positions()
+    demo = ScriptedDemonstrator(model=world.model)
+    look, close = int(LOOK_T / demo.config.control_dt), int(4.8 / demo.config.control_dt)
+
+    def left_plan(cube_at_look: np.ndarray | None) -> np.ndarray:
+        demo.plan(start_cube, start_joints, seed=5)
+        return np.array([demo.next_command(cube_at_look) for _ in range(demo.num_ticks)])
+
+    demo.plan(start_cube, start_joints, seed=5)
+    for _ in range(look):
+        world.step(demo.next_command(world.cube_pose()))
+    seen = world.cube_pose()
+    assert np.linalg.norm(seen[:3] - np.array(demo.config.meet_point)) > 0.003  # this episode's jitter
+    aimed = left_plan(seen)
+    # The left grip point closes on the cube's -x half, wherever the right arm brought it ...
+    np.testing.assert_allclose(left_grip_point(world, aimed[close]), seen[:3] + [-0.012, 0.0, 0.0], atol=2e-3)
+    moved = seen.copy()
+    moved[:3] += [0.02, 0.0, -0.01]
+    np.testing.assert_allclose(left_grip_point(world, left_plan(moved)[close]) - left_grip_point(world, aimed[close]),
+                               [0.02, 0.0, -0.01], atol=2e-3)
+    # ... the motion before the look is the plan's, and a cube on the table is not reached for.
+    np.testing.assert_array_equal(left_plan(moved)[:look], aimed[:look])
+    np.testing.assert_array_equal(left_plan(start_cube), left_plan(None))
+    np.testing.assert_allclose(left_grip_point(world, left_plan(None)[close]),
+                               np.array(demo.config.meet_point) + [-0.012, 0.0, 0.0], atol=2e-3)
 
 
 def test_ik_reaches_a_reachable_pose(world: SimWorld) -> None:
@@ -191,5 +230,7 @@ def test_errors() -> None:
         DemonstratorConfig(failure_prob=1.5).validate()
     with pytest.raises(ValueError):
         DemonstratorConfig(noise_std=-0.1).validate()
+    with pytest.raises(ValueError, match="meet_jitter"):
+        DemonstratorConfig(meet_jitter=-0.01).validate()
     with pytest.raises(RuntimeError, match="plan"):
         ScriptedDemonstrator().next_command()

@@ -16,6 +16,7 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -133,6 +134,38 @@ class TestSimRobot:
         assert len(clocks) >= 5 and all(b > a for a, b in zip(clocks, clocks[1:]))
         assert probe.rewards and probe.rewards[-1].data == 0.0  # nobody touched the cube
 
+    def test_a_node_ticking_on_sim_time_sees_the_data_of_its_tick(self, sim: subprocess.Popen,
+                                                                  probe: Probe) -> None:
+        """/clock comes after the tick's joint states and frames: a sim-time timer (as the policy
+        node's) samples the joint state of its own time and frames at most one tick old, as the
+        in-process evaluator does (before, 20 ms and 20-40 ms)."""
+        node = Node("sim_time_sampler", context=probe.context,
+                    parameter_overrides=[Parameter("use_sim_time", value=True)])
+        newest: dict[str, float] = {}
+
+        def keep(name: str) -> Callable:
+            return lambda msg: newest.__setitem__(name, stamp_s(msg.header.stamp))
+
+        node.create_subscription(JointState, "/joint_states", keep("joint"), qos_profile_sensor_data)
+        node.create_subscription(Image, "/global/image_raw", keep("image"), qos_profile_sensor_data)
+        ages: list[tuple[float, float]] = []
+
+        def tick() -> None:
+            if len(newest) == 2:
+                now = node.get_clock().now().nanoseconds * 1e-9
+                ages.append((now - newest["joint"], now - newest["image"]))
+
+        node.create_timer(1 / 30, tick)
+        probe.executor.add_node(node)
+        try:
+            probe.spin_until(lambda: len(ages) >= 60, 30, "60 ticks of a 30 Hz sim-time timer")
+        finally:
+            probe.executor.remove_node(node)
+            node.destroy_node()
+        joint_age, image_age = np.round(np.array(ages) * 1000).T  # ms
+        assert np.mean(joint_age == 0) >= 0.8, joint_age
+        assert np.mean(image_age <= 20) >= 0.9, image_age  # frames every 2nd tick (25 Hz)
+
 
     def test_command_moves_joints_and_reset_restores(self, sim: subprocess.Popen, probe: Probe) -> None:
         home = np.array(probe.joints[-1].position)
@@ -154,6 +187,38 @@ class TestSimRobot:
         assert abs(probe.joints[-1].position[0]) < 0.05
 
 
+def test_a_command_that_arrived_during_a_tick_drives_the_next_step() -> None:
+    """rclpy's executor runs a due timer before a ready subscription, so when ticks run back to
+    back (rendering slower than the period, a loaded machine) a command that arrived during a
+    tick used to wait one more step. The tick takes waiting commands itself: here nothing spins
+    the sim node, and its next step still applies the command."""
+    from lapo_ros.sim.robot_node import SimRobotNode
+
+    rclpy.init(domain_id=DOMAIN_ID + 101)  # the default context, which the node uses
+    sim = commander = None
+    try:
+        sim = SimRobotNode()
+        commander = Node("commander")
+        publisher = commander.create_publisher(Float64MultiArray, COMMAND_TOPIC, 10)
+        deadline = time.monotonic() + 10
+        while publisher.get_subscription_count() == 0:
+            assert time.monotonic() < deadline, "the sim node's command subscription was not discovered"
+            time.sleep(0.01)
+        target = sim._world.joint_positions()
+        target[0] = 0.5  # left waist
+        publisher.publish(Float64MultiArray(data=target.tolist()))
+        deadline = time.monotonic() + 5
+        while sim._world.data.ctrl[0] != 0.5:  # the step's command, as the world applied it
+            assert time.monotonic() < deadline, "the command never reached a step"
+            time.sleep(0.01)  # delivery to the (unspun) subscription
+            sim._tick()
+    finally:
+        for node in (sim, commander):
+            if node is not None:
+                node.destroy_node()
+        rclpy.shutdown()
+
+
 def test_demonstrator_publishes_commands_and_transfers(probe: Probe) -> None:
     proc = start_node("demonstrator:=true", "real_time_factor:=5.0", "camera_rate:=5.0")
     try:
@@ -164,6 +229,21 @@ def test_demonstrator_publishes_commands_and_transfers(probe: Probe) -> None:
                          60, "the demonstration to finish")
         status = probe.call("/sim_robot/status")
         assert status.success, status.message
+    finally:
+        rc, out = stop_node(proc)
+    assert rc == 0, out
+
+
+def test_success_needs_the_hand_over_to_hold_for_success_hold(probe: Probe) -> None:
+    """~/status counts a hand-over that stays complete for success_hold: the demonstration's holds
+    about 1 s (test above), not 30 s, though its stage is 4 all along."""
+    proc = start_node("demonstrator:=true", "real_time_factor:=5.0", "camera_rate:=5.0", "success_hold:=30.0")
+    try:
+        probe.spin_until(lambda: proc.poll() is not None or
+                         "demonstrator=done" in probe.call("/sim_robot/status").message, 60,
+                         "the demonstration to finish")
+        status = probe.call("/sim_robot/status")
+        assert not status.success and "reward=4" in status.message, status.message
     finally:
         rc, out = stop_node(proc)
     assert rc == 0, out
@@ -190,7 +270,8 @@ def test_demonstrator_fails_in_the_asked_mode(probe: Probe) -> None:
 
 
 @pytest.mark.parametrize("param, name", [("camera_rate:=100.0", "camera_rate"),
-                                         ("failure_mode:=sideways", "failure_mode")])
+                                         ("failure_mode:=sideways", "failure_mode"),
+                                         ("success_hold:=-1.0", "success_hold")])
 def test_invalid_parameters_exit_nonzero(param: str, name: str) -> None:
     proc = start_node(param)
     out, _ = proc.communicate(timeout=30)  # exits by itself

@@ -60,6 +60,47 @@ def test_step_tracks_position_command_and_advances_time(world: SimWorld) -> None
     assert world.cube_pose()[2] == pytest.approx(CUBE_HALF_SIZE, abs=1e-3)
 
 
+def test_step_can_advance_part_of_a_control_period(world: SimWorld) -> None:
+    """A command arriving mid-period (the evaluator's command_delay) drives the last substeps."""
+    world.reset(0)
+    target = HOME.copy()
+    target[0] += 0.4
+    world.step(HOME, 4)
+    assert world.time == pytest.approx(4 * 0.002)
+    world.step(target, 6)
+    split = world.data.qpos.copy()
+    world.reset(0)
+    world.step(target)
+    assert world.time == pytest.approx(0.02)
+    assert world.data.qpos[0] > split[0] > HOME[0]  # 6 of 10 substeps pulling: between
+    with pytest.raises(ValueError, match="substeps"):
+        world.step(HOME, 0)
+
+
+def test_success_held_counts_an_unbroken_hand_over(world: SimWorld) -> None:
+    """A scripted hand-over stays complete for longer than the sim's success_hold (0.5 s), counted
+    by steps; the count stops as soon as the state breaks (here: the cube put back on the table)."""
+    from lapo_ros.sim.demonstrator import ScriptedDemonstrator
+
+    demo = ScriptedDemonstrator(model=world.model)
+    world.reset(11)
+    demo.plan(world.cube_pose(), world.joint_positions(), seed=11)
+    held = []
+    while not demo.done:
+        command = demo.next_command(world.cube_pose())
+        world.step(command)
+        held.append(world.success_held())
+    assert held[0] == -1 and held[-1] >= 0.5, max(held)
+    holding = np.array(held[held.index(0.0):])
+    np.testing.assert_allclose(holding, 0.02 * np.arange(len(holding)), atol=1e-9)  # one step each
+    cube = world.model.jnt_qposadr[world.model.joint("red_box_joint").id]
+    world.data.qpos[cube:cube + 3] = (0.1, 0.5, CUBE_HALF_SIZE)
+    world.step(command)
+    assert world.success_held() == -1 and not world.success()
+    world.reset(11)
+    assert world.success_held() == -1
+
+
 def test_step_clips_to_limits_and_rejects_bad_commands(world: SimWorld) -> None:
     world.reset(0)
     _, high = world.joint_limits()

@@ -1,9 +1,15 @@
 """Scripted teleoperator for the transfer-cube task. Pure logic, no ROS.
 
 Like a human teleoperator it streams joint-space position commands, one per control tick. The
-plan is open loop from the cube pose seen at the start of the episode (as ACT's scripted
-policy): Cartesian gripper waypoints, interpolated per tick (linear position, slerp orientation)
-and turned into joint targets by damped-least-squares IK on a private MjData of the same model.
+plan comes from the cube pose seen at the start of the episode (as ACT's scripted policy):
+Cartesian gripper waypoints, interpolated per tick (linear position, slerp orientation) and turned
+into joint targets by damped-least-squares IK on a private MjData of the same model. Once, like an
+operator watching the hand-over, it looks again: when the right arm has brought the cube to the
+hand-over point (LOOK_T), the left arm's reach is re-planned to where the cube is (pass the cube
+pose to ``next_command``). The hand-over point varies per episode by up to ``meet_jitter`` in x and
+z, so the demonstrations show the left gripper going to the cube, not to a fixed point: a policy's
+right arm places it within a centimetre or two of the demonstrated point, and a left arm that had
+learnt the point closed on air (measured: the cube 1-1.7 cm off in x on failed hand-overs).
 
 Hand-over geometry: the right gripper picks the cube pitched down from the +x side with its
 fingers on the cube's +-y faces; the left gripper comes horizontally from the -x side rolled by
@@ -21,10 +27,11 @@ Quality knobs (``DemonstratorConfig``):
                    side) and carries the air to the hand-over as if it held the cube: stage 0;
     early_release  the right gripper opens as soon as it reaches the hand-over point, while the
                    left one is still on its way: the cube drops (stage 2, lifted, at most);
-    left_miss      the left gripper closes LEFT_MISS_OFFSET beside the cube, then the right one
-                   lets go: stage 2 at most;
+    left_miss      the left gripper closes LEFT_MISS_OFFSET beside the cube it sees, then the
+                   right one lets go: stage 2 at most;
     wrong_height   the right gripper holds the cube at WRONG_HEIGHT_OFFSET from the point where
-                   the left one closes (10 cm below it), then lets go: stage 2 at most.
+                   the left one closes (10 cm below it, too far off for the operator to re-aim,
+                   LOOK_RADIUS), then lets go: stage 2 at most.
 Stages as measured on sim seeds 0..59 (test_scripted_demonstrator.py checks a few).
 """
 from __future__ import annotations
@@ -42,12 +49,20 @@ ALL_FAILURE_MODES = "all"
 # The botched plans' fixed mistakes (m, world frame). At 5-6 cm the grasp_offset fingers still
 # knocked some cubes (a stage 2 tick); at 7 cm none of 60 cube poses is touched.
 GRASP_OFFSET = 0.07
-LEFT_MISS_OFFSET = np.array([0.0, 0.05, 0.0])
+# Aimed at the cube it sees, a left gripper 5 cm beside it still completed 2 of 12 hand-overs and
+# 7 cm touched 3 of 60 cubes (stage 4); at 8 cm none of 60 is touched.
+LEFT_MISS_OFFSET = np.array([0.0, 0.08, 0.0])
 WRONG_HEIGHT_OFFSET = np.array([0.0, 0.0, -0.1])
 
 # Point between the finger pads in the gripper_link frame (finger tips end at x=0.154).
 GRIP_POINT = np.array([0.135, 0.0, 0.0])
 FINGER_OPEN, FINGER_CLOSED = 0.057, 0.021  # left_finger ctrlrange; right_finger is mirrored
+# s into the plan (before time_scale): the right arm holds the cube at the hand-over point and the
+# left one waits beside it; the demonstrator looks at the cube and re-plans the left arm's reach.
+LOOK_T = 3.6
+# The operator re-aims only at a cube this close to where it expects it: a cube still on the table
+# (grasp_offset) or held far off (wrong_height) is the mistake of those modes, not a new target.
+LOOK_RADIUS = 0.05
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,7 @@ class DemonstratorConfig:
     control_dt: float = 0.02
     pick_pitch_deg: float = 60.0  # right gripper tilt below horizontal when picking
     meet_point: tuple[float, float, float] = (0.0, 0.5, 0.25)  # cube centre at hand-over
+    meet_jitter: float = 0.015  # m, uniform per episode in x and z around meet_point (see the module doc)
     time_scale: float = 1.0  # >1 slows the whole motion down
 
     def validate(self) -> None:
@@ -70,6 +86,8 @@ class DemonstratorConfig:
                              f"got {self.failure_mode!r}")
         if self.control_dt <= 0 or self.time_scale <= 0:
             raise ValueError("control_dt and time_scale must be > 0")
+        if self.meet_jitter < 0:
+            raise ValueError(f"meet_jitter must be >= 0, got {self.meet_jitter}")
         if not 0.0 <= self.pick_pitch_deg <= 90.0:
             raise ValueError(f"pick_pitch_deg must be in [0, 90], got {self.pick_pitch_deg}")
 
@@ -220,31 +238,46 @@ class ScriptedDemonstrator:
         if self._rng.random() < cfg.failure_prob:
             self.failure_mode = (str(self._rng.choice(FAILURE_MODES)) if cfg.failure_mode == ALL_FAILURE_MODES
                                  else cfg.failure_mode)
+        jitter = self._rng.uniform(-cfg.meet_jitter, cfg.meet_jitter, size=2)
+        self._meet_nominal = np.asarray(cfg.meet_point, dtype=np.float64)
+        self._meet = self._meet_nominal + np.array([jitter[0], 0.0, jitter[1]])
         joint_positions = np.asarray(joint_positions, dtype=np.float64)
         starts = {}
         for i, arm in enumerate(ARMS):
             self._ik[arm].set_joints(joint_positions[8 * i : 8 * i + 6])
             starts[arm] = self._ik[arm].forward()
+        self._left_start = starts["left"]
         waypoints = self._waypoints(np.asarray(cube_pose[:3], dtype=np.float64), starts)
 
         n_ticks = int(round(waypoints["left"][-1].t / cfg.control_dt)) + 1
-        commands = np.zeros((n_ticks, NUM_JOINTS))
+        self._commands = np.zeros((n_ticks, NUM_JOINTS))
         for i, arm in enumerate(ARMS):
-            ik = self._ik[arm]
-            ik.set_joints(joint_positions[8 * i : 8 * i + 6])
-            for k in range(n_ticks):
-                pos, rot, grip = _interpolate(waypoints[arm], k * cfg.control_dt)
-                # Cold start needs many iterations; afterwards each tick is a small correction.
-                commands[k, 8 * i : 8 * i + 6] = ik.solve(pos, rot, iterations=200 if k == 0 else 20)
-                finger = FINGER_CLOSED + grip * (FINGER_OPEN - FINGER_CLOSED)
-                commands[k, 8 * i + 6 : 8 * i + 8] = (finger, -finger)
-        self._commands = commands
+            self._ik[arm].set_joints(joint_positions[8 * i : 8 * i + 6])
+            self._solve(arm, waypoints[arm], 0)
+        self._look_tick = int(round(LOOK_T * cfg.time_scale / cfg.control_dt))
         self._tick = 0
 
-    def next_command(self) -> np.ndarray:
-        """Command for this tick; after the plan ends the last command is held."""
+    def _solve(self, arm: str, waypoints: list[Waypoint], first_tick: int) -> None:
+        """Joint and finger commands of `arm` from `first_tick` on, IK warm-started where it is."""
+        i, ik = ARMS.index(arm), self._ik[arm]
+        for k in range(first_tick, len(self._commands)):
+            pos, rot, grip = _interpolate(waypoints, k * self.config.control_dt)
+            # Cold start needs many iterations; afterwards each tick is a small correction.
+            self._commands[k, 8 * i : 8 * i + 6] = ik.solve(pos, rot, iterations=200 if k == 0 else 20)
+            finger = FINGER_CLOSED + grip * (FINGER_OPEN - FINGER_CLOSED)
+            self._commands[k, 8 * i + 6 : 8 * i + 8] = (finger, -finger)
+
+    def next_command(self, cube_pose: np.ndarray | None = None) -> np.ndarray:
+        """Command for this tick; after the plan ends the last command is held. `cube_pose` (the
+        cube as the operator sees it now): at LOOK_T the left arm's reach is re-planned to it if it
+        is within LOOK_RADIUS of the planned hand-over point; otherwise, and without it, the reach
+        stays aimed at that point."""
         if not len(self._commands):
             raise RuntimeError("plan() must be called first")
+        if self._tick == self._look_tick and cube_pose is not None:
+            cube = np.asarray(cube_pose[:3], dtype=np.float64)
+            if np.linalg.norm(cube - self._meet_nominal) <= LOOK_RADIUS:
+                self._aim_left(cube)
         cmd = self._commands[min(self._tick, len(self._commands) - 1)].copy()
         self._tick += 1
         if self.config.noise_std > 0:
@@ -252,16 +285,43 @@ class ScriptedDemonstrator:
             cmd[arm_joints] += self._rng.normal(0.0, self.config.noise_std, size=arm_joints.size)
         return cmd
 
+    def _aim_left(self, cube: np.ndarray) -> None:
+        """Re-plan the left arm from this tick on, reaching for `cube` (its centre) instead of the
+        planned hand-over point; the motion so far, and the right arm, are unchanged."""
+        left_ik = self._ik["left"]
+        left_ik.set_joints(self._commands[self._tick - 1, 0:6])
+        self._solve("left", self._scaled(self._left_waypoints(self._meet_nominal, cube)), self._tick)
+
+    def _scaled(self, waypoints: list[Waypoint]) -> list[Waypoint]:
+        return [Waypoint(w.t * self.config.time_scale, w.pos, w.rot, w.grip) for w in waypoints]
+
+    def _left_waypoints(self, expected: np.ndarray, cube: np.ndarray) -> list[Waypoint]:
+        """The left gripper's path (unscaled times): it waits beside where it expects the cube
+        (`expected`), then grasps `cube`'s -x half, rolled so its fingers close along world z."""
+        l_rot = _frame(np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]))
+        beside = expected + np.array([-0.012 - 0.1, 0.0, 0.0])
+        grasp = cube + np.array([-0.012, 0.0, 0.0])  # the -x half of the cube
+        if self.failure_mode == "left_miss":
+            grasp = grasp + LEFT_MISS_OFFSET
+        l_pos0, l_rot0 = self._left_start
+        return [
+            Waypoint(0.0, l_pos0, l_rot0, 0.0),
+            Waypoint(1.0, l_pos0, l_rot0, 0.0),
+            Waypoint(LOOK_T, beside, l_rot, 1.0),  # wait beside
+            Waypoint(4.4, grasp, l_rot, 1.0),
+            Waypoint(4.8, grasp, l_rot, 0.0),  # close
+            Waypoint(5.6, grasp, l_rot, 0.0),
+            Waypoint(6.2, grasp - np.array([0.05, 0.0, 0.0]), l_rot, 0.0),  # pull away
+            Waypoint(6.4, grasp - np.array([0.05, 0.0, 0.0]), l_rot, 0.0),
+        ]
+
     def _waypoints(self, cube: np.ndarray, starts: dict) -> dict[str, list[Waypoint]]:
         cfg = self.config
-        ts = cfg.time_scale
         # Right gripper: tilted down, approaching along the line from the arm's base (fingers
-        # horizontal, across it), at the cube and at the hand-over point.
+        # horizontal, across it), at the cube and at this episode's hand-over point.
         r_base = self._ik["right"].base_pos
-        meet = np.asarray(cfg.meet_point, dtype=np.float64)
+        meet = self._meet
         r_grasp_rot, r_meet_rot = (_pick_frame(r_base, target, cfg.pick_pitch_deg) for target in (cube, meet))
-        # Left gripper: approach +x, rolled so the fingers close along world z.
-        l_rot = _frame(np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]))
 
         grasp = cube + np.array([0.0, 0.0, 0.005])  # a little high: the tilted tips clear the table
         mode = self.failure_mode
@@ -269,13 +329,9 @@ class ScriptedDemonstrator:
             toward_base = np.array([r_base[0] - cube[0], r_base[1] - cube[1], 0.0])
             grasp = grasp + GRASP_OFFSET * toward_base / np.linalg.norm(toward_base)
         r_meet = meet + WRONG_HEIGHT_OFFSET if mode == "wrong_height" else meet
-        left_grasp = meet + np.array([-0.012, 0.0, 0.0])  # the -x half of the cube
-        if mode == "left_miss":
-            left_grasp = left_grasp + LEFT_MISS_OFFSET
         release_t = 3.7 if mode == "early_release" else 5.2
 
         r_pos0, r_rot0 = starts["right"]
-        l_pos0, l_rot0 = starts["left"]
         right = [
             Waypoint(0.0, r_pos0, r_rot0, 0.0),
             Waypoint(0.3, r_pos0, r_rot0, 0.0),  # let recorders catch the first frames
@@ -283,24 +339,16 @@ class ScriptedDemonstrator:
             Waypoint(2.0, grasp, r_grasp_rot, 1.0),
             Waypoint(2.4, grasp, r_grasp_rot, 0.0),  # close
             Waypoint(2.6, grasp, r_grasp_rot, 0.0),
-            Waypoint(3.6, r_meet, r_meet_rot, 0.0),  # carry to the hand-over point
+            Waypoint(LOOK_T, r_meet, r_meet_rot, 0.0),  # carry to the hand-over point
             Waypoint(release_t, r_meet, r_meet_rot, 0.0),
             Waypoint(release_t + 0.3, r_meet, r_meet_rot, 1.0),  # open
             Waypoint(release_t + 0.8, r_meet - 0.1 * r_meet_rot[:, 0], r_meet_rot, 1.0),  # back off
             Waypoint(6.4, r_meet - 0.1 * r_meet_rot[:, 0], r_meet_rot, 1.0),
         ]
-        left = [
-            Waypoint(0.0, l_pos0, l_rot0, 0.0),
-            Waypoint(1.0, l_pos0, l_rot0, 0.0),
-            Waypoint(3.6, left_grasp - np.array([0.1, 0.0, 0.0]), l_rot, 1.0),  # wait beside
-            Waypoint(4.4, left_grasp, l_rot, 1.0),
-            Waypoint(4.8, left_grasp, l_rot, 0.0),  # close
-            Waypoint(5.6, left_grasp, l_rot, 0.0),
-            Waypoint(6.2, left_grasp - np.array([0.05, 0.0, 0.0]), l_rot, 0.0),  # pull away
-            Waypoint(6.4, left_grasp - np.array([0.05, 0.0, 0.0]), l_rot, 0.0),
-        ]
-        scale = lambda wps: [Waypoint(w.t * ts, w.pos, w.rot, w.grip) for w in wps]  # noqa: E731
-        return {"right": scale(right), "left": scale(left)}
+        # Until it looks, the left arm expects the cube at the nominal hand-over point (where the
+        # right arm should bring it, before this episode's jitter), as an operator would.
+        left = self._left_waypoints(self._meet_nominal, self._meet_nominal)
+        return {"right": self._scaled(right), "left": self._scaled(left)}
 
 
 @dataclass(frozen=True)
@@ -317,7 +365,7 @@ def run_episode(world: SimWorld, demo: ScriptedDemonstrator, seed: int) -> Episo
     demo.plan(world.cube_pose(), world.joint_positions(), seed=seed)
     max_reward = 0
     while not demo.done:
-        world.step(demo.next_command())
+        world.step(demo.next_command(world.cube_pose()))
         max_reward = max(max_reward, world.reward())
     return EpisodeResult(seed, demo.failure_mode, max_reward, world.success())
 

@@ -1,7 +1,9 @@
 """Phase 3 of the sim loop: the checkpoint in the policy node drives the sim robot, over DDS.
 
-Per episode: reset, /policy/enable true, run until the hand-over succeeds or the time limit of
-sim time, /policy/enable false. This is the path a real robot takes; `lapo_ros.sim.evaluate`
+Per episode: reset, /policy/enable true, run until the hand-over succeeds (the sim's ~/status:
+complete for success_hold without a break) or the time limit of sim time, /policy/enable false.
+The policy starts about 0.3 s after the reset (the drain below), as `lapo_ros.sim.evaluate`'s
+start_delay models it. This is the path a real robot takes; `lapo_ros.sim.evaluate`
 is the fast in-process equivalent used to choose checkpoints and recipes.
 """
 from __future__ import annotations

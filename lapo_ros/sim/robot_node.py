@@ -4,21 +4,32 @@
     ros2 launch lapo_ros sim.launch.py demonstrator:=true
 
 The node is the clock source: every control tick it steps the physics by one control period,
-advances sim time by the same amount and publishes /clock, joint states and reward stamped with
-it; cameras are rendered every 1/camera_rate of sim time. Ticks are paced by a steady (wall)
-timer at real_time_factor, and when rendering is slower than that, sim time simply slows down:
-nodes that run with use_sim_time see the same data either way.
+advances sim time by the same amount and publishes joint states and reward stamped with it;
+cameras are rendered every 1/camera_rate of sim time. /clock is published last, after the
+tick's joint states and frames: a node that ticks on sim time (the policy node, the recorder)
+wakes at time T with the observation of T already sent, as `lapo_ros.sim.evaluate` models it
+(published first, the policy node acted on joint states one tick and frames one camera period
+older than that). Ticks are paced by a steady (wall) timer at real_time_factor, and when
+rendering is slower than that, sim time simply slows down: nodes that run with use_sim_time see
+the same data either way.
 
 Commands follow the forward_position_controller convention: std_msgs/Float64MultiArray with 16
-values in the order of the joint_states names, the last one held. With `demonstrator: true` a
-scripted teleoperator (demonstrator.py) runs in this process and publishes its commands
-on the command topic, so a recorder records them as actions. It runs in-process because it plans
-from the true cube pose (which no topic carries, as on a real robot) and must produce exactly one
-command per sim tick; the node then applies its commands directly and does not subscribe.
+values in the order of the joint_states names, the last one held. A step applies the newest
+command that arrived before it began (taken at the start of the tick: rclpy's executor runs a due
+timer before a ready subscription, so when ticks run back to back a command would otherwise wait
+one more step). With `demonstrator: true` a scripted teleoperator (demonstrator.py) runs in this
+process and publishes its commands on the command topic, so a recorder records them as actions.
+It runs in-process because it plans from the true cube pose (which no topic carries, as on a real
+robot) and must produce exactly one command per sim tick; the node then applies its commands
+directly and does not subscribe. The command for the step from T is published with the
+observation of T, before /clock reaches T, so a recorder pairs each observation with the command
+applied from it.
 
 Services: ~/reset (std_srvs/Trigger) starts a new episode (cube pose from seed + episode
-number, new demonstration); ~/status (Trigger) answers success = hand-over completed, with the
-episode, seed, stage reward (0..4) and demonstration state in the message.
+number, new demonstration); ~/status (Trigger) answers success = the hand-over has been complete
+for success_hold s without a break at some point of this episode (world.py: the complete state
+alone flickers while a dropped cube brushes the left fingers), with the episode, seed, stage
+reward (0..4) and demonstration state in the message.
 """
 from __future__ import annotations
 
@@ -61,6 +72,7 @@ class SimRobotParams:
     control_rate: float = 50.0
     camera_rate: float = 25.0
     real_time_factor: float = 1.0
+    success_hold: float = 0.5
     seed: int = 0
     command_topic: str = "/forward_position_controller/commands"
     joint_states_topic: str = "/joint_states"
@@ -84,6 +96,8 @@ class SimRobotParams:
             raise ValueError(f"camera_rate ({self.camera_rate}) cannot exceed control_rate ({self.control_rate})")
         if self.real_time_factor <= 0:
             raise ValueError(f"real_time_factor must be > 0, got {self.real_time_factor}")
+        if not self.success_hold >= 0:
+            raise ValueError(f"success_hold must be >= 0, got {self.success_hold}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         topics = [getattr(self, f.name) for f in fields(self) if f.name.endswith("_topic")]
@@ -100,6 +114,8 @@ DESCRIPTIONS: dict[str, str] = {
     "camera_rate": "camera frames per second of sim time (<= control_rate)",
     "real_time_factor": "target sim seconds per wall second; slower rendering lowers it, never "
                         "changes the data",
+    "success_hold": "s the hand-over must stay complete without a break for the episode to count as a "
+                    "success (0: any instant; the state flickers while a dropped cube brushes the left fingers)",
     "seed": "episode e places the cube with seed + e (episode 0 at start, +1 per ~/reset)",
     "command_topic": "std_msgs/Float64MultiArray position commands, 16 values in joint_states order",
     "joint_states_topic": "sensor_msgs/JointState output (16 joints, stamped with sim time)",
@@ -147,13 +163,14 @@ class SimRobotNode(Node):
         self._joint_names = self._world.joint_names()
         self._command = self._world.joint_positions()
         self._demo_reported = False  # "demonstration finished" logged once per episode
+        self._succeeded = False  # the hand-over held for success_hold in this episode
 
         self._demo: ScriptedDemonstrator | None = None
         if p.demonstrator:
             self._demo = ScriptedDemonstrator(p.demonstrator_config(), seed=p.seed, model=self._world.model)
             self._command_pub = self.create_publisher(Float64MultiArray, p.command_topic, 10)
         else:
-            self.create_subscription(Float64MultiArray, p.command_topic, self._on_command, 10)
+            self._command_sub = self.create_subscription(Float64MultiArray, p.command_topic, self._on_command, 10)
 
         self._clock_pub = self.create_publisher(ClockMsg, "/clock", QoSProfile(depth=1))
         self._joint_pub = self.create_publisher(JointState, p.joint_states_topic, 10)
@@ -181,8 +198,10 @@ class SimRobotNode(Node):
         self._world.reset(self._seed())
         self._command = self._world.joint_positions()
         self._demo_reported = False
+        self._succeeded = False
         if self._demo is not None:
             self._demo.plan(self._world.cube_pose(), self._command, seed=self._seed())
+            self._next_demo_command()  # for the first step, sent with the reset pose it starts from
         self._next_camera_ns = self._sim_ns  # fresh frames right away
 
     def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -194,7 +213,7 @@ class SimRobotNode(Node):
         return response
 
     def _on_status(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        response.success = self._world.success()
+        response.success = self._succeeded
         demo = "off" if self._demo is None else ("done" if self._demo.done else "running")
         response.message = (f"episode={self._episode} seed={self._seed()} reward={self._world.reward()} "
                             f"demonstrator={demo} sim_time={self._sim_ns / 1e9:.3f}")
@@ -211,29 +230,44 @@ class SimRobotNode(Node):
             return
         self._command = values
 
+    def _take_commands(self) -> None:
+        """Run the command callback for every command that arrived since the last step."""
+        sub = self._command_sub
+        while True:
+            with sub.handle:
+                taken = sub.handle.take_message(sub.msg_type, sub.raw)
+            if taken is None:
+                return
+            self._on_command(taken[0])
+
     # ------------------------------------------------------------------ simulation
+    def _next_demo_command(self) -> None:
+        assert self._demo is not None
+        self._command = self._demo.next_command(self._world.cube_pose())  # the operator sees the cube
+        self._command_pub.publish(Float64MultiArray(data=self._command.tolist()))
+        if self._demo.done and not self._demo_reported:
+            self._demo_reported = True
+            self.get_logger().info(f"demonstration {self._episode} finished, success={self._succeeded}")
+
     def _tick(self) -> None:
-        if self._demo is not None:
-            self._command = self._demo.next_command()
-            self._command_pub.publish(Float64MultiArray(data=self._command.tolist()))
-            if self._demo.done and not self._demo_reported:
-                self._demo_reported = True
-                self.get_logger().info(f"demonstration {self._episode} finished, "
-                                       f"success={self._world.success()}")
+        if self._demo is None:
+            self._take_commands()
         self._world.step(self._command)
         self._sim_ns += self._control_ns
+        self._succeeded = self._succeeded or self._world.success_held() >= self.params.success_hold
         stamp = _stamp(self._sim_ns)
 
-        self._clock_pub.publish(ClockMsg(clock=stamp))
         joints = JointState(name=self._joint_names, position=self._world.joint_positions().tolist())
         joints.header.stamp = stamp
         self._joint_pub.publish(joints)
         self._reward_pub.publish(Float32(data=float(self._world.reward())))
-
         if self._sim_ns >= self._next_camera_ns:
             self._next_camera_ns += self._camera_ns
             for cam, (pub, frame) in self._image_pubs.items():
                 pub.publish(rgb_to_image_msg(self._world.render(cam), stamp=stamp, frame_id=frame))
+        if self._demo is not None:
+            self._next_demo_command()
+        self._clock_pub.publish(ClockMsg(clock=stamp))  # last: the tick's data is out before time reaches it
 
     def destroy_node(self) -> None:
         # rclpy also destroys a half-built node (invalid parameters) at shutdown: no world yet.

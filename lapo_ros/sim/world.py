@@ -17,7 +17,11 @@ Stage rewards (``SimWorld.reward``), the highest stage that holds now:
 ACT checks one finger per gripper and one geom order per contact; we accept either finger and
 either order, which only removes false negatives.
 ``SimWorld.success`` is stricter than reward 4: the hand-over is complete, i.e. the left gripper
-holds the cube in the air and the right gripper no longer touches it.
+holds the cube in the air and the right gripper no longer touches it. That state also flickers for
+20-60 ms while a dropped cube brushes the left fingers on its way down, so an episode succeeds when
+it has held for a while: ``SimWorld.success_held`` is how long it has held without a break
+(checked after every step), and the sim robot node and the in-process evaluator count an episode
+a success once that reaches their ``success_hold``.
 """
 from __future__ import annotations
 
@@ -89,6 +93,7 @@ class SimWorld:
         self.data = mujoco.MjData(self.model)
         self.substeps = round(self.config.control_dt / self.model.opt.timestep)
         self._rng = np.random.default_rng(self.config.seed)
+        self._success_since: float | None = None  # physics time the hand-over completed, while it holds
 
         # Actuator i drives joint trnid[i]; keep that order as the public joint order.
         joint_ids = [int(self.model.actuator_trnid[i, 0]) for i in range(self.model.nu)]
@@ -129,16 +134,25 @@ class SimWorld:
         cube[3:] = (1.0, 0.0, 0.0, 0.0)
         self.data.ctrl[:] = self.data.qpos[self._qpos_idx]  # hold the home pose
         mujoco.mj_forward(self.model, self.data)
+        self._success_since = None
 
-    def step(self, joint_command: np.ndarray) -> None:
-        """Apply 16 position targets (joint_names order) and advance one control period."""
+    def step(self, joint_command: np.ndarray, substeps: int | None = None) -> None:
+        """Apply 16 position targets (joint_names order) and advance one control period, or
+        `substeps` physics timesteps (a command that arrives within a control period)."""
         cmd = np.asarray(joint_command, dtype=np.float64)
         if cmd.shape != (NUM_JOINTS,):
             raise ValueError(f"joint_command must have shape ({NUM_JOINTS},), got {cmd.shape}")
         if not np.all(np.isfinite(cmd)):
             raise ValueError("joint_command contains non-finite values")
+        nstep = self.substeps if substeps is None else substeps
+        if nstep < 1:
+            raise ValueError(f"substeps must be >= 1, got {nstep}")
         self.data.ctrl[:] = np.clip(cmd, self._ctrl_low, self._ctrl_high)
-        mujoco.mj_step(self.model, self.data, nstep=self.substeps)
+        mujoco.mj_step(self.model, self.data, nstep=nstep)
+        if not self.success():
+            self._success_since = None
+        elif self._success_since is None:
+            self._success_since = self.time
 
     # ------------------------------------------------------------------ state
     @property
@@ -212,6 +226,11 @@ class SimWorld:
             and not touching & self._finger_geoms["right"]
             and self._table_geom not in touching
         )
+
+    def success_held(self) -> float:
+        """Seconds the hand-over has been complete without a break, as seen after each step (0
+        from the first step it holds, -1 while it does not)."""
+        return -1.0 if self._success_since is None else self.time - self._success_since
 
     def close(self) -> None:
         if self._renderer is not None:
