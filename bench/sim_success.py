@@ -180,11 +180,13 @@ def find_row(rows: list[dict], cond: str, rewards: str, algo: str, seed: int | N
 
 
 def figures(summary: dict | None) -> str:
-    """'success (95% CI) | AverageReturn ± StdReturn' table cells of a summarize_returns() result."""
+    """'success (95% CI) | ACT's criterion | AverageReturn ± StdReturn' table cells of a summarize_returns()
+    result (rows written before ACT's criterion was recorded show – for it)."""
     if summary is None:
-        return "– | –"
+        return "– | – | –"
     lo, hi = summary["success_ci95"]
-    return (f"{summary['success_rate']:.2f} ({lo:.2f}-{hi:.2f}) | "
+    act = f"{summary['act_success_rate']:.2f}" if "act_success_rate" in summary else "–"
+    return (f"{summary['success_rate']:.2f} ({lo:.2f}-{hi:.2f}) | {act} | "
             f"{summary['AverageReturn']:.2f} ± {summary['StdReturn']:.2f}")
 
 
@@ -197,16 +199,16 @@ def pooled(rows: list[dict]) -> dict | None:
 def log_tables(rows: list[dict]) -> None:
     """One row per policy, then one per dataset and algorithm (its seeds pooled), each with the clean
     dataset's figures of the same algorithm and rewards (and seed) beside it."""
-    log.info("| dataset | rewards | algo | seed | demos ok | success (95% CI) | AverageReturn ± StdReturn | "
-             "clean: success | clean: AverageReturn | train min | eval min |")
+    log.info("| dataset | rewards | algo | seed | demos ok | success (95% CI) | ACT's criterion | AverageReturn ± "
+             "StdReturn | clean: success | clean: ACT's criterion | clean: AverageReturn | train min | eval min |")
     for r in rows:
         rewards = r.get("rewards", "stage")
         clean = find_row(rows, "clean", rewards, r["algo"], r["seed"])
         log.info("| %s | %s | %s | %d | %s | %s | %s | %.1f | %.1f |", r["condition"], rewards, r["algo"], r["seed"],
                  r["demos_successful"], figures(r), figures(clean[0] if clean else None), r["train_min"],
                  r["eval_min"])
-    log.info("| dataset | rewards | algo | seeds | success (95% CI), episodes pooled | AverageReturn ± StdReturn | "
-             "clean: success | clean: AverageReturn |")
+    log.info("| dataset | rewards | algo | seeds | success (95% CI), episodes pooled | ACT's criterion | AverageReturn "
+             "± StdReturn | clean: success | clean: ACT's criterion | clean: AverageReturn |")
     for cond, rewards, algo in dict.fromkeys((r["condition"], r.get("rewards", "stage"), r["algo"]) for r in rows):
         policy_rows = find_row(rows, cond, rewards, algo)
         log.info("| %s | %s | %s | %s | %s | %s |", cond, rewards, algo,

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from lapo_learning.networks import ObservationEncoder, center_crop, crop_size, random_crop, random_shift
 from lapo_learning.replay import Batch
+from lapo_learning.rng import load_generator_state
 from lapo_learning.schema import ObservationSchema
 
 ALGOS = ("lapo", "bc")
@@ -190,4 +191,4 @@ class Agent:
         if "optimizers" in state:
             for k, o in self.optimizers().items():
                 o.load_state_dict(state["optimizers"][k])
-            self.aug_generator.set_state(state["aug_generator"])  # checkpoints load on CPU
+            load_generator_state(self.aug_generator, state["aug_generator"], "augmentation generator")

@@ -118,14 +118,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def restore_agent(ckpt: dict[str, Any], device: torch.device | str, path: str | Path = "<checkpoint>"
-                  ) -> tuple[Agent, DatasetStatistics]:
+def restore_agent(ckpt: dict[str, Any], device: torch.device | str, path: str | Path = "<checkpoint>",
+                  *, with_optimizers: bool = True) -> tuple[Agent, DatasetStatistics]:
+    """The agent and statistics of a checkpoint; `with_optimizers` False (inference) leaves out the
+    training state (optimizers, augmentation generator) that a resumable checkpoint also holds."""
     try:
+        state = ckpt["state"] if with_optimizers else {"modules": ckpt["state"]["modules"]}
         schema = ObservationSchema.from_json(ckpt["schema"])
         stats = DatasetStatistics.from_dict(json.loads(ckpt["stats"]))
         config = AgentConfig.from_dict(json.loads(ckpt["config"]))
         agent = build_agent(schema, config, stats, device)
-        agent.load_state_dict(ckpt["state"])
+        agent.load_state_dict(state)
     except (KeyError, ValueError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{path}: checkpoint contents do not build a model ({exc})") from exc
     _require_finite(path, ((f"stats.{k}", v) for k, v in stats.arrays().items()))

@@ -140,5 +140,5 @@ def load_policy(path: str | Path, device: str = "cpu", cuda_graph: bool = True,
     (ACT's 0.01 by default; larger weighs the older predictions more, 0 averages them equally).
     """
     ckpt = load_checkpoint(path)
-    agent, stats = restore_agent(ckpt, device, path)
+    agent, stats = restore_agent(ckpt, device, path, with_optimizers=False)
     return Policy(agent, stats, json.loads(ckpt["args"]), int(ckpt["step"]), cuda_graph, ensemble_decay)

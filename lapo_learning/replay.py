@@ -6,6 +6,8 @@ the training device once; a batch is a handful of index_select calls, no HDF5 or
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatch
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -33,12 +35,14 @@ class Batch:
 
 
 def fit_statistics(ds: OfflineDataset, indices: np.ndarray, reward_scale: float | None = None,
-                   relative_actions: bool = False, action_chunk: int = 1) -> DatasetStatistics:
+                   relative_actions: bool = False, action_chunk: int = 1,
+                   absolute_actions: Sequence[str] = ()) -> DatasetStatistics:
     """Normalisation from the training split only (validation stays unseen).
 
     Rewards are divided by the split's max |r| unless `reward_scale` is given, which keeps the
     value range, and so the critic's targets, of the same order whatever the task's reward units.
-    `relative_actions`: the model's targets are action - joint position (see DatasetStatistics).
+    `relative_actions`: the model's targets are action - joint position (see DatasetStatistics),
+    except for the actions whose names match a pattern of `absolute_actions` (fnmatch, e.g. "*finger*").
     `action_chunk`: the model predicts chunks of this many actions, each step normalised on its own.
     `action_low`/`action_high` (the policy node's default limits) are the robust range of the raw
     actions, which one outlier cannot widen.
@@ -46,7 +50,13 @@ def fit_statistics(ds: OfflineDataset, indices: np.ndarray, reward_scale: float 
     actions, joints = ds.actions[indices], ds.joint[indices]
     if reward_scale is None:
         reward_scale = float(np.abs(ds.rewards[indices]).max()) or 1.0
-    index = ds.schema.action_joint_index() if relative_actions else None
+    index = None
+    unmatched = [p for p in absolute_actions if not any(fnmatch(name, p) for name in ds.schema.action_names)]
+    if unmatched:
+        raise ValueError(f"absolute actions {unmatched} match no action name of the data: {list(ds.schema.action_names)}")
+    if relative_actions:
+        index = tuple(None if any(fnmatch(name, p) for p in absolute_actions) else j
+                      for name, j in zip(ds.schema.action_names, ds.schema.action_joint_index()))
     action_low, action_high = robust_range(actions)
     targets = relative_to_joints(ds.action_chunks(action_chunk, indices), joints, index)
     return DatasetStatistics(

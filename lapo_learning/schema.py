@@ -234,14 +234,24 @@ def _generic(names: Sequence[str]) -> bool:
     return all(n.startswith(("joint_", "action_")) and n.split("_")[-1].isdigit() for n in names)
 
 
-def relative_to_joints(actions: np.ndarray, joints: np.ndarray, index: Sequence[int] | None) -> np.ndarray:
+def relative_to_joints(actions: np.ndarray, joints: np.ndarray, index: Sequence[int | None] | None) -> np.ndarray:
     """Actions [N,A] or action chunks [N,K,A] minus the positions [N,J] of their joints (`index` into
-    the joint vector) at the chunk's first step; the actions unchanged when `index` is None."""
+    the joint vector) at the chunk's first step; the actions unchanged when `index` is None, and
+    those whose entry of `index` is None (kept absolute)."""
     actions = np.asarray(actions, dtype=np.float32)
     if index is None:
         return actions
-    position = np.asarray(joints, dtype=np.float32)[:, list(index)]
-    return actions - (position[:, None] if actions.ndim == 3 else position)
+    offset = joint_offsets(joints, index)
+    return actions - (offset[:, None] if actions.ndim == 3 else offset)
+
+
+def joint_offsets(joints: np.ndarray, index: Sequence[int | None]) -> np.ndarray:
+    """[N,A]: per action, the position of its joint (`index` into joints [N,J]), or 0 where None."""
+    joints = np.asarray(joints, dtype=np.float32)
+    offset = np.zeros((len(joints), len(index)), dtype=np.float32)
+    relative = [a for a, j in enumerate(index) if j is not None]
+    offset[:, relative] = joints[:, [index[a] for a in relative]]
+    return offset
 
 
 @dataclass
@@ -256,8 +266,8 @@ class DatasetStatistics:
     reward_scale: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
     # Relative actions: the model predicts each action minus the measured position of its joint
-    # (these indices into the joint vector); None: absolute actions.
-    action_joint_index: tuple[int, ...] | None = None
+    # (these indices into the joint vector; a None entry keeps that action absolute); None: all absolute.
+    action_joint_index: tuple[int | None, ...] | None = None
     # Robust range of the raw training actions (outliers.robust_range), the policy node's default
     # limits; None in checkpoints written before it existed.
     action_low: np.ndarray | None = None
@@ -278,7 +288,7 @@ class DatasetStatistics:
         action chunks [N,K,A]."""
         chunks = self.action.unnormalize(targets).reshape(len(targets), -1, self.action_dim)
         if self.action_joint_index is not None:
-            chunks = chunks + np.asarray(joints, dtype=np.float32)[:, None, list(self.action_joint_index)]
+            chunks = chunks + joint_offsets(joints, self.action_joint_index)[:, None]
         return chunks
 
     def to_dict(self) -> dict[str, Any]:

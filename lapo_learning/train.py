@@ -14,6 +14,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import random
 import sys
 import time
@@ -33,7 +34,10 @@ from lapo_learning.networks import IMAGE_ENCODERS, MLP_BACKBONES
 from lapo_learning.outliers import ABSOLUTE_BOUND, ROBUST_PERCENTILE
 from lapo_learning.plotting import plot_progress
 from lapo_learning.replay import ReplayBuffer, fit_statistics
+from lapo_learning.rng import load_generator_state
 from lapo_learning.schema import SchemaMismatch, parse_crop
+
+LR_SCHEDULES = ("constant", "cosine")
 
 log = logging.getLogger("lapo_learning.train")
 RUN_SUBDIR = "multimodal_robot"
@@ -92,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--actor_lr", type=float, default=1e-4, help="latent actor learning rate (also BC's)")
     a("--vae_lr", type=float, default=1e-4, help="VAE learning rate")
     a("--critic_lr", type=float, default=5e-4, help="critic + observation encoder learning rate")
+    a("--lr_schedule", choices=LR_SCHEDULES, default="constant",
+      help="learning rates over training: constant (the LAPO reference, ACT), or cosine (each rate decays "
+           "to 0 at --max_timesteps, as Diffusion Policy trains: the last checkpoints stop moving, so "
+           "training seeds and neighbouring checkpoints differ less) (default: %(default)s)")
     a("--augment_pad", type=int, default=4, help="random-shift augmentation in pixels (0 = off)")
     a("--augment_crop", type=float, default=1.0,
       help="random-crop augmentation: train on random windows keeping this fraction of each image side, "
@@ -100,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="what the model predicts: the recorded action (absolute), or the action minus the measured "
            "position of the same-named joint (relative: for position-commanded arms, whose next target "
            "is near where they are; the motion is then the target, not a small part of it)")
+    a("--absolute_actions", nargs="+", default=[], metavar="PATTERN",
+      help="with --action_space relative: actions whose names match one of these patterns (fnmatch, e.g. "
+           "'*finger*') stay absolute, e.g. grippers, whose command is open or closed while the measured "
+           "position stops where the object is: relative, the grip force is the predicted difference")
     a("--action_chunk", type=int, default=1,
       help="actions predicted per observation (ACT's action chunking): the model outputs the next K "
            "recorded actions and the policy averages the overlapping predictions for each tick "
@@ -155,6 +167,20 @@ def agent_config(args: argparse.Namespace) -> AgentConfig:
     )
 
 
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """The share of each optimizer's initial learning rate used at gradient step `step` of `total`."""
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(step - 1, total) / total))
+
+
+def set_learning_rates(agent: Agent, factor: float) -> None:
+    for optimizer in agent.optimizers().values():
+        for group in optimizer.param_groups:
+            # initial_lr travels in the optimizer's state, so a resumed run keeps its schedule.
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+
+
 def rng_state(buffer: ReplayBuffer) -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "buffer": buffer.generator.get_state()}
     if torch.cuda.is_available():
@@ -164,7 +190,7 @@ def rng_state(buffer: ReplayBuffer) -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any], buffer: ReplayBuffer) -> None:
     torch.set_rng_state(state["torch"])
-    buffer.generator.set_state(state["buffer"])
+    load_generator_state(buffer.generator, state["buffer"], "replay sampling generator")
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -285,6 +311,7 @@ def train(args: argparse.Namespace) -> Path:
         log.info("resuming from %s (step %d)", src, resume["step"])
     else:
         stats = fit_statistics(ds, train_idx, args.reward_scale, relative_actions=args.action_space == "relative",
+                               absolute_actions=args.absolute_actions,
                                action_chunk=args.action_chunk)
         scaled = ds.rewards[train_idx] / stats.reward_scale
         stats.extra[VALUE_RANGE_KEY] = [float(scaled.min()), float(scaled.max())]
@@ -314,6 +341,8 @@ def train(args: argparse.Namespace) -> Path:
     for step in tqdm(range(start + 1, args.max_timesteps + 1), initial=start, total=args.max_timesteps,
                      desc=f"training {args.algo}", unit="step", mininterval=2.0):
         t0 = time.perf_counter()
+        if args.lr_schedule != "constant":
+            set_learning_rates(agent, lr_factor(args.lr_schedule, step, args.max_timesteps))
         batch = train_buf.sample(args.batch_size)
         t1 = time.perf_counter()
         metrics = agent.train_step(batch)  # .item() inside syncs the device, so timings are real
@@ -354,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag) <= 0:
             log.error("--%s must be > 0, got %s", flag, getattr(args, flag))
             return 2
+    if args.absolute_actions and args.action_space != "relative":
+        log.error("--absolute_actions needs --action_space relative (with absolute actions every action is absolute)")
+        return 2
     try:
         train(args)
     except (DatasetError, CheckpointError, SchemaMismatch, FileNotFoundError, ValueError) as exc:

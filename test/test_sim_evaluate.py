@@ -83,6 +83,15 @@ def test_delays_shift_the_episode_and_keep_its_length(checkpoint: Path) -> None:
     assert evaluate(checkpoint, [7], replace(cfg, command_delay=0.012), progress=False) == [late]
 
 
+def test_a_tripped_watchdog_does_not_carry_into_the_next_episode(checkpoint: Path) -> None:
+    # A tracking bound no moving arm keeps: the watchdog stops the policy in every episode.
+    cfg = SimEvalConfig.from_config_files(render_size=(48, 64), image_size=(40, 40), time_limit=1.0,
+                                          tracking_max_error=1e-4, tracking_timeout=0.1)
+    first, again = evaluate(checkpoint, [7, 7], cfg, progress=False)
+    assert 0 < first.commands < 21  # stopped before the end (20 Hz for 1 s)
+    assert again == first  # the same seed plays the same episode, the fault of the first forgotten
+
+
 @pytest.mark.parametrize("flag", ["--start_delay", "--command_delay"])
 def test_negative_delays_are_refused(flag: str, tmp_path: Path, capsys) -> None:
     assert flag in build_parser().format_help()

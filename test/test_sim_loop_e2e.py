@@ -193,6 +193,12 @@ def test_tracker_and_summary() -> None:
                              sim_duration=1.0, commands=1, max_joint_change=0.1) for i, ret in enumerate((4.0, 2.0))]
     s = summarize_returns(results)
     assert (s["AverageReturn"], s["StdReturn"], s["success_rate"], s["episodes"]) == (3.0, 1.0, 0.5, 2)
+    # ACT's criterion counts stage 4 reached at any instant, also where the hand-over was not held
+    dropped = EpisodeResult(seed=2, success=False, episode_return=4.0, reward_sum=0.0, reward_ticks=0,
+                            sim_duration=1.0, commands=1, max_joint_change=0.1)
+    s = summarize_returns([*results, dropped])
+    assert s["success_rate"] == pytest.approx(1 / 3) and s["act_success_rate"] == pytest.approx(2 / 3)
+    assert s["act_success_ci95"][0] < 2 / 3 < s["act_success_ci95"][1]
     with pytest.raises(ValueError):
         summarize_returns([])
 

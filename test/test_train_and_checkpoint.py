@@ -107,6 +107,17 @@ def test_relative_actions_are_decoded_at_the_measured_joints(sample_file, tmp_pa
     expected = policy.stats.action.unnormalize(out) + ds.joint[:4]
     np.testing.assert_allclose(policy.select_action_batch(*imgs, ds.joint[:4]), expected, rtol=1e-5, atol=1e-5)
 
+    # grippers kept absolute: their actions are decoded without the measured position
+    run_dir = run_train(sample_file, tmp_path, "grippers_absolute", 20, "--action_space", "relative",
+                        "--absolute_actions", "action_1[45]")
+    policy = load_policy(run_dir / "model_final_lapo.pth")
+    assert policy.stats.action_joint_index == (*range(14), None, None)
+    with torch.inference_mode():
+        out = policy.agent.act([torch.from_numpy(i) for i in imgs],
+                               torch.from_numpy(policy.stats.joint.normalize(ds.joint[:4]))).numpy()
+    expected = policy.stats.action.unnormalize(out) + np.concatenate([ds.joint[:4, :14], np.zeros((4, 2))], axis=1)
+    np.testing.assert_allclose(policy.select_action_batch(*imgs, ds.joint[:4]), expected, rtol=1e-5, atol=1e-5)
+
 
 def test_checkpoint_cannot_run_code_and_bad_files_are_refused(trained, tmp_path):
     # weights_only loading: a pickle that would execute code is refused, not run
@@ -180,6 +191,49 @@ def test_resume_continues_the_same_curve(sample_file, tmp_path):
             torch.testing.assert_close(wa[name][k], wb[name][k], rtol=1e-5, atol=1e-6)
 
 
+def test_a_checkpoint_trained_on_a_gpu_deploys_and_resumes_on_a_cpu(trained, sample_file, tmp_path, caplog):
+    # A CUDA generator's state is its 16-byte Philox seed and offset, a CPU one's 5056 bytes of
+    # Mersenne Twister: the states a GPU run saves, as measured on an H200, written into a CPU run's file.
+    ckpt = torch.load(trained / "model_200.pth", weights_only=True)
+    ckpt["state"]["aug_generator"] = torch.arange(16, dtype=torch.uint8)
+    ckpt["rng"]["buffer"] = torch.arange(16, 32, dtype=torch.uint8)
+    gpu_dir = tmp_path / "Expgpu" / trained.name
+    gpu_dir.mkdir(parents=True)
+    torch.save(ckpt, gpu_dir / "model_200.pth")
+
+    ds = load_dataset(sample_file, image_size=SMALL_IMAGE)
+    imgs = [ds.images[c][:3] for c in ds.schema.cameras]
+    np.testing.assert_array_equal(load_policy(gpu_dir / "model_200.pth").select_action_batch(*imgs, ds.joint[:3]),
+                                  load_policy(trained / "model_200.pth").select_action_batch(*imgs, ds.joint[:3]))
+    assert "random state" not in caplog.text  # inference reads no training state
+
+    resumed = run_train(sample_file, tmp_path, "resumed_on_cpu", 220, "--eval_freq", "10", "--save_freq", "20",
+                        "--load_model", "200", "--load_exp", "gpu")
+    assert (resumed / "model_220.pth").is_file()
+    assert "augmentation generator: the saved random state is from another device type" in caplog.text
+    assert "replay sampling generator: the saved random state is from another device type" in caplog.text
+
+
+def test_cosine_schedule_decays_every_rate_to_zero_and_resumes_exactly(sample_file, tmp_path):
+    args = ("--algo", "bc", "--eval_freq", "10", "--save_freq", "10", "--lr_schedule", "cosine", "--actor_lr", "1e-3")
+    straight = run_train(sample_file, tmp_path, "cos", 40, *args)
+    resumed = run_train(sample_file, tmp_path, "cos_resumed", 40, *args, "--load_model", "20", "--load_exp", "cos")
+
+    def groups(run_dir, step):
+        state = torch.load(run_dir / f"model_{step}.pth", weights_only=True)["state"]
+        return [g for o in state["optimizers"].values() for g in o["param_groups"]]
+
+    for step, share in ((10, 0.5 * (1 + np.cos(np.pi * 9 / 40))), (40, 0.5 * (1 + np.cos(np.pi * 39 / 40)))):
+        for g in groups(straight, step):
+            assert g["initial_lr"] == pytest.approx(1e-3) and g["lr"] == pytest.approx(1e-3 * share), step
+    assert groups(straight, 40)[0]["lr"] < 1e-5
+    wa = torch.load(straight / "model_40.pth", weights_only=True)["state"]["modules"]
+    wb = torch.load(resumed / "model_40.pth", weights_only=True)["state"]["modules"]
+    for name in wa:
+        for k in wa[name]:
+            torch.testing.assert_close(wa[name][k], wb[name][k], rtol=1e-5, atol=1e-6)
+
+
 def test_bc_algo_and_cli_errors(sample_file, tmp_path, caplog):
     run_dir = run_train(sample_file, tmp_path, "bc", 20, "--algo", "bc", "--eval_freq", "10")
     assert (run_dir / "model_final_bc.pth").exists()
@@ -191,6 +245,11 @@ def test_bc_algo_and_cli_errors(sample_file, tmp_path, caplog):
     assert train.main(["--hdf5_path", str(sample_file), "--results_dir", str(tmp_path), "--ExpID", "x",
                        "--load_model", "7", "--max_timesteps", "9", "--device", "cpu"]) == 1
     assert "model_7.pth: no such checkpoint" in caplog.text
+    base = ["--hdf5_path", str(sample_file), "--results_dir", str(tmp_path), "--max_timesteps", "2", "--device", "cpu"]
+    assert train.main([*base, "--absolute_actions", "*finger*"]) == 2
+    assert "--absolute_actions needs --action_space relative" in caplog.text
+    assert train.main([*base, "--action_space", "relative", "--absolute_actions", "*finger*"]) == 1
+    assert "absolute actions ['*finger*'] match no action name of the data: ['action_0'" in caplog.text
 
 
 @pytest.mark.parametrize("algo", ["lapo", "bc"])

@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.warning("interrupted: child nodes stopped")
         return 130
+    log.info("by ACT's criterion (stage 4 at any instant, a dropped cube included): %.2f", summary["act_success_rate"])
     log.info("success rate %.2f (%d episodes), AverageReturn %.2f, StdReturn %.2f (return = %s)",
              summary["success_rate"], summary["episodes"], summary["AverageReturn"], summary["StdReturn"],
              summary["return_definition"])
