@@ -84,8 +84,7 @@ def read_tick(path: Path, t: int, chunk: int) -> tuple[dict[str, np.ndarray], np
 def prior_mean_chunk(policy: Policy, images: dict[str, np.ndarray], joint: np.ndarray) -> np.ndarray:
     """A LAPO policy's chunk decoded at z = 0 instead of the latent actor's choice."""
     agent = policy.agent
-    arr = [torch.from_numpy(np.stack([policy.schema.preprocess(cam, images[cam])])) for cam in policy.schema.cameras]
-    joint_t = torch.from_numpy(policy.stats.joint.normalize(joint[None]))
+    arr, joint_t = policy.model_inputs(*([images[cam]] for cam in policy.schema.cameras), joint[None])
     with torch.inference_mode():
         cond = agent.policy_input(agent.encoder(agent.view(arr), joint_t), joint_t)
         z = torch.zeros(1, agent.actor(cond).shape[1])

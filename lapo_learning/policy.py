@@ -99,6 +99,15 @@ class Policy:
     def predict_chunks(self, left_imgs: Sequence[np.ndarray], right_imgs: Sequence[np.ndarray],
                        global_imgs: Sequence[np.ndarray], joints: np.ndarray) -> np.ndarray:
         """B observations -> float32 action chunks [B, K, A] (K = 1 without chunking), stateless."""
+        images, joint_t = self.model_inputs(left_imgs, right_imgs, global_imgs, joints)
+        with torch.inference_mode():
+            targets = self._act(images, joint_t).cpu().numpy()
+        return self.stats.chunks_from_targets(targets, np.asarray(joints, dtype=np.float32))
+
+    def model_inputs(self, left_imgs: Sequence[np.ndarray], right_imgs: Sequence[np.ndarray],
+                     global_imgs: Sequence[np.ndarray], joints: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """B raw observations, checked -> the agent's inputs on its device: per camera uint8 [B,H,W,3]
+        (cropped and resized as in training) and the normalised joints [B,J]."""
         joints = np.asarray(joints, dtype=np.float32)
         if joints.ndim != 2 or joints.shape[1] != self.schema.joint_dim:
             raise ValueError(f"joint: expected shape [B, {self.schema.joint_dim}], got {joints.shape}")
@@ -113,10 +122,7 @@ class Policy:
             except ValueError as exc:
                 raise ValueError(f"{cam}: {exc}") from exc
             images.append(torch.from_numpy(arr).to(self.device))
-        joint_t = torch.from_numpy(self.stats.joint.normalize(joints)).to(self.device)
-        with torch.inference_mode():
-            targets = self._act(images, joint_t).cpu().numpy()
-        return self.stats.chunks_from_targets(targets, joints)
+        return images, torch.from_numpy(self.stats.joint.normalize(joints)).to(self.device)
 
     def _act(self, images: list[torch.Tensor], joint: torch.Tensor) -> torch.Tensor:
         if not self._use_graph or len(joint) != 1:
