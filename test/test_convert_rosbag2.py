@@ -2,10 +2,6 @@
 images, joint names in another order) from frame-counter data, converted and checked row by row
 against the ground truth; and against what the recorder node writes from the same messages
 published live over real rclpy/DDS."""
-import os
-
-os.environ["ROS_DOMAIN_ID"] = "61"  # converter tests: 61-69, apart from the other developers'
-
 import io
 import json
 import subprocess
@@ -27,9 +23,12 @@ from lapo_learning.create_dataset import validate
 from lapo_learning.schema import CAMERAS
 
 from learning_fixtures import run_train
+from ros_domain import domain_fixture
 
 rosbags_typesys = pytest.importorskip("rosbags.typesys")
 rosbag2 = pytest.importorskip("rosbags.rosbag2")
+
+ros_domain = domain_fixture(61)  # converter tests: 61-69, apart from the other modules and developers
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = yaml.safe_load((REPO / "config" / "recorder.yaml").read_text())

@@ -4,10 +4,6 @@ A publisher node in this process sends images whose pixels encode a frame counte
 and commands whose values encode their stamp; the written episodes must pair them exactly as
 sent, at the configured rate, with skews under max_age.
 """
-import os
-
-os.environ["ROS_DOMAIN_ID"] = "41"  # recorder tests: 41-49, apart from the other developers'
-
 import json
 import signal
 import subprocess
@@ -35,6 +31,10 @@ from lapo_learning.dataset import load_dataset
 from lapo_learning.recording import DEFAULT_CAMERA_TOPICS
 from lapo_learning.schema import CAMERAS
 from lapo_ros.image_msgs import rgb_to_image_msg
+
+from ros_domain import domain_fixture
+
+ros_domain = domain_fixture(41)  # recorder tests: 41-49, apart from the other modules and developers
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "recorder.yaml"
@@ -191,14 +191,17 @@ def launch_recorder(out: Path, *params: str) -> subprocess.Popen:
     return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_receiving(robot: RobotPublisher, timeout: float = 30.0) -> None:
+def wait_receiving(robot: RobotPublisher, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     """Until the recorder's status says it receives every stream (DDS discovery takes a while)."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while time.time() < deadline and proc.poll() is None:
         if robot.status and all(n > 0 for n in json.loads(robot.status[-1]["received"]).values()):
             return
         time.sleep(0.1)
-    raise AssertionError(f"recorder does not receive all streams: {robot.status[-1:]}")
+    if proc.poll() is not None:
+        raise AssertionError(f"recorder exited ({proc.returncode}) before receiving all streams:\n{proc.stdout.read()}")
+    raise AssertionError(f"recorder (running) does not receive all streams within {timeout} s; "
+                         f"last status: {robot.status[-1:]}")
 
 
 def finish(proc: subprocess.Popen, sig: int = signal.SIGINT) -> tuple[int, str]:
@@ -220,7 +223,7 @@ def recorded(ros, tmp_path_factory):
     proc = launch_recorder(out)
     with Robot(ros) as robot:
         try:
-            wait_receiving(robot)
+            wait_receiving(robot, proc)
             times = {}
             for episode, (seconds, success) in enumerate([(3.0, True), (1.5, False)], start=1):
                 res = robot.call(robot.start, Trigger.Request())
@@ -261,7 +264,7 @@ class Recording:
     def __enter__(self) -> RobotPublisher:
         robot = self.rig.__enter__()
         try:
-            wait_receiving(robot)
+            wait_receiving(robot, self.proc)
             assert robot.call(robot.start, Trigger.Request()).success
         except BaseException:
             self.__exit__()
@@ -389,7 +392,7 @@ def test_time_out_auto_start_and_sigterm(ros, tmp_path) -> None:
     proc = launch_recorder(tmp_path, "auto_start:=true", "max_episode_steps:=20")
     with Robot(ros) as robot:
         try:
-            wait_receiving(robot)
+            wait_receiving(robot, proc)
             deadline = time.time() + 30
             while len(list(tmp_path.glob("*.hdf5"))) < 3 and time.time() < deadline:
                 time.sleep(0.1)
@@ -412,7 +415,7 @@ def test_discard_deletes_the_episode(ros, tmp_path) -> None:
     proc = launch_recorder(tmp_path)
     with Robot(ros) as robot:
         try:
-            wait_receiving(robot)
+            wait_receiving(robot, proc)
             assert robot.call(robot.start, Trigger.Request()).success
             time.sleep(0.5)
             assert robot.call(robot.discard, Trigger.Request()).success
@@ -431,7 +434,7 @@ def test_use_sim_time_follows_clock(ros, tmp_path) -> None:
     proc = launch_recorder(tmp_path, "use_sim_time:=true")
     with Robot(ros, sim_clock=True) as robot:
         try:
-            wait_receiving(robot)
+            wait_receiving(robot, proc)
             assert robot.call(robot.start, Trigger.Request()).success
             time.sleep(2.0)
             assert robot.call(robot.stop, SetBool.Request(data=True)).success
@@ -596,7 +599,7 @@ def test_unwritable_output_dir_is_found_at_startup_and_at_start(ros, tmp_path) -
         proc = launch_recorder(rw)
         with Robot(ros) as robot:
             try:
-                wait_receiving(robot)
+                wait_receiving(robot, proc)
                 remount_read_only(rw)
                 res = robot.call(robot.start, Trigger.Request())
             finally:

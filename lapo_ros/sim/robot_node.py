@@ -29,7 +29,7 @@ Services: ~/reset (std_srvs/Trigger) starts a new episode (cube pose from seed +
 number, new demonstration); ~/status (Trigger) answers success = the hand-over has been complete
 for success_hold s without a break at some point of this episode (world.py: the complete state
 alone flickers while a dropped cube brushes the left fingers), with the episode, seed, stage
-reward (0..4) and demonstration state in the message.
+reward (0..4), demonstration state and its failure mode (failure=none for a clean one) in the message.
 """
 from __future__ import annotations
 
@@ -215,8 +215,10 @@ class SimRobotNode(Node):
     def _on_status(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         response.success = self._succeeded
         demo = "off" if self._demo is None else ("done" if self._demo.done else "running")
+        # Which failure this episode's demonstration plays (none = a clean one), as the recorder's user sees it.
+        failure = "" if self._demo is None else f" failure={self._demo.failure_mode or 'none'}"
         response.message = (f"episode={self._episode} seed={self._seed()} reward={self._world.reward()} "
-                            f"demonstrator={demo} sim_time={self._sim_ns / 1e9:.3f}")
+                            f"demonstrator={demo}{failure} sim_time={self._sim_ns / 1e9:.3f}")
         return response
 
     # ------------------------------------------------------------------ commands
