@@ -148,7 +148,7 @@ def run_policy(settings: RunSettings, args: argparse.Namespace, dataset: Path, c
                             batch_size=args.batch_size, device=args.device, seed=seed,
                             action_space=args.action_space, action_chunk=args.action_chunk,
                             latent_dim=args.latent_dim, aux_action_weight=args.aux_action_weight,
-                            image_size=tuple(args.model_image_size), crops=args.crop,
+                            ema_decay=args.ema_decay, image_size=tuple(args.model_image_size), crops=args.crop,
                             checkpoints=args.checkpoints, extra_args=tuple(shlex.split(args.train_args)))
     run_dir = (trained_run(args.trained_in, exp_id, algo) if args.trained_in
                else train_policy(settings, train_cfg, dataset, exp_id, resume=True))

@@ -1,8 +1,10 @@
 """What every agent shares: its config, the observation encoder, augmentation and state handling."""
 from __future__ import annotations
 
+import contextlib
+import copy
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -64,6 +66,9 @@ class AgentConfig:
     # one-step advantages are critic noise around 0 whatever it does, so a third of them look good;
     # its reward-to-go is 0, so all of them look bad (mixed sim data: A > 0 on 36% vs 0%).
     advantage_estimate: str = "td"
+    # Decay of an exponential moving average of the weights, which validation, the saved policies and
+    # inference use (Diffusion Policy's and robomimic's EMA); 0 = the last weights, as trained.
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -92,6 +97,8 @@ class AgentConfig:
             raise ValueError(f"advantage_temperature must be > 0, got {self.advantage_temperature}")
         if not 0.0 < self.augment_crop <= 1.0:
             raise ValueError(f"augment_crop must be in (0, 1], got {self.augment_crop}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,6 +133,9 @@ class Agent:
         self.aug_generator = torch.Generator(device=self.device)
         # Width of what the heads predict: a chunk of action_chunk actions, flattened.
         self.action_width = schema.action_dim * config.action_chunk
+        # The weight average (config.ema_decay > 0): copies of modules(), made at the first update.
+        self.ema: dict[str, nn.Module] | None = None
+        self.ema_updates = 0
 
     def seed(self, seed: int) -> None:
         self.aug_generator.manual_seed(seed)
@@ -173,9 +183,43 @@ class Agent:
         """Per-sample validation quantities; at least the policy's action `pred`."""
         return {"pred": self.act(batch.images, batch.joint)}
 
+    # Weight average ------------------------------------------------------------------------------
+    def update_average(self) -> None:
+        """Fold the current weights into the moving average; the trainer calls it after each step."""
+        if self.config.ema_decay == 0.0:
+            return
+        modules = self.modules()
+        if self.ema is None:
+            self.ema = {k: copy.deepcopy(m).requires_grad_(False) for k, m in modules.items()}
+        self.ema_updates += 1
+        # Warm-up (Diffusion Policy's schedule): the random initial weights are not averaged in for long.
+        decay = min(self.config.ema_decay, (1 + self.ema_updates) / (10 + self.ema_updates))
+        for k, m in modules.items():
+            soft_update(m, self.ema[k], 1.0 - decay)
+            with torch.no_grad():
+                for avg, buf in zip(self.ema[k].buffers(), m.buffers()):  # e.g. BatchNorm statistics
+                    avg.copy_(buf)
+
+    @contextlib.contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """Within the block the modules hold the weight average (if any); the trained weights after."""
+        if self.ema is None:
+            yield
+            return
+        trained = {k: copy.deepcopy(m.state_dict()) for k, m in self.modules().items()}
+        for k, m in self.modules().items():
+            m.load_state_dict(self.ema[k].state_dict())
+        try:
+            yield
+        finally:
+            for k, m in self.modules().items():
+                m.load_state_dict(trained[k])
+
     # State ---------------------------------------------------------------------------------------
     def state_dict(self, with_optimizers: bool = True) -> dict[str, Any]:
         state: dict[str, Any] = {"modules": {k: m.state_dict() for k, m in self.modules().items()}}
+        if self.ema is not None:  # inference reads it, so it is saved with or without the optimizers
+            state["ema"] = {"updates": self.ema_updates, "modules": {k: m.state_dict() for k, m in self.ema.items()}}
         if with_optimizers:
             state["optimizers"] = {k: o.state_dict() for k, o in self.optimizers().items()}
             state["aug_generator"] = self.aug_generator.get_state()
@@ -188,6 +232,11 @@ class Agent:
             raise KeyError(f"checkpoint lacks modules {sorted(missing)}")
         for k, m in modules.items():
             m.load_state_dict(state["modules"][k])
+        if "ema" in state:
+            self.ema = {k: copy.deepcopy(m).requires_grad_(False) for k, m in modules.items()}
+            for k, m in self.ema.items():
+                m.load_state_dict(state["ema"]["modules"][k])
+            self.ema_updates = int(state["ema"]["updates"])
         if "optimizers" in state:
             for k, o in self.optimizers().items():
                 o.load_state_dict(state["optimizers"][k])

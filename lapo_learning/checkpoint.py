@@ -121,9 +121,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def restore_agent(ckpt: dict[str, Any], device: torch.device | str, path: str | Path = "<checkpoint>",
                   *, with_optimizers: bool = True) -> tuple[Agent, DatasetStatistics]:
     """The agent and statistics of a checkpoint; `with_optimizers` False (inference) leaves out the
-    training state (optimizers, augmentation generator) that a resumable checkpoint also holds."""
+    training state (optimizers, augmentation generator) that a resumable checkpoint also holds, and
+    gives the modules the weight average where training kept one (--ema_decay)."""
     try:
-        state = ckpt["state"] if with_optimizers else {"modules": ckpt["state"]["modules"]}
+        state = ckpt["state"] if with_optimizers else {"modules": ckpt["state"].get("ema", ckpt["state"])["modules"]}
         schema = ObservationSchema.from_json(ckpt["schema"])
         stats = DatasetStatistics.from_dict(json.loads(ckpt["stats"]))
         config = AgentConfig.from_dict(json.loads(ckpt["config"]))

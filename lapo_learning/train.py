@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="learning rates over training: constant (the LAPO reference, ACT), or cosine (each rate decays "
            "to 0 at --max_timesteps, as Diffusion Policy trains: the last checkpoints stop moving, so "
            "training seeds and neighbouring checkpoints differ less) (default: %(default)s)")
+    a("--ema_decay", type=float, default=0.0,
+      help="keep an exponential moving average of the weights with this decay per step (e.g. 0.999: an "
+           "average over the last ~1000 steps), used for validation, the saved policies and inference "
+           "(resumable checkpoints keep the trained weights too); 0 = the last weights (default: %(default)s)")
     a("--augment_pad", type=int, default=4, help="random-shift augmentation in pixels (0 = off)")
     a("--augment_crop", type=float, default=1.0,
       help="random-crop augmentation: train on random windows keeping this fraction of each image side, "
@@ -163,7 +167,7 @@ def agent_config(args: argparse.Namespace) -> AgentConfig:
         action_chunk=args.action_chunk, latent_dim=args.latent_dim, joints_to_policy=not args.features_only_policy,
         aux_action_weight=args.aux_action_weight, advantage_weighting=args.advantage_weighting,
         advantage_temperature=args.advantage_temperature, advantage_margin=args.advantage_margin,
-        advantage_estimate=args.advantage_estimate,
+        advantage_estimate=args.advantage_estimate, ema_decay=args.ema_decay,
     )
 
 
@@ -346,6 +350,7 @@ def train(args: argparse.Namespace) -> Path:
         batch = train_buf.sample(args.batch_size)
         t1 = time.perf_counter()
         metrics = agent.train_step(batch)  # .item() inside syncs the device, so timings are real
+        agent.update_average()
         t_step += time.perf_counter() - t1
         t_sample += t1 - t0
         n_steps += 1
@@ -354,7 +359,8 @@ def train(args: argparse.Namespace) -> Path:
         if step % args.eval_freq == 0 or step == args.max_timesteps:
             row: dict[str, Any] = {"step": step}
             row.update({k: v / n_steps for k, v in sums.items()})
-            row.update(validation_metrics(agent, val_buf, mean_action, args.batch_size))
+            with agent.averaged_weights():  # the weights the saved policy acts with
+                row.update(validation_metrics(agent, val_buf, mean_action, args.batch_size))
             row["samples_per_s"] = n_steps * args.batch_size / max(t_sample + t_step, 1e-9)
             row["sample_time_frac"] = t_sample / max(t_sample + t_step, 1e-9)
             row["wall_time_s"] = time.perf_counter() - t_start

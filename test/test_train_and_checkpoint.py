@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lapo_learning import CheckpointError, load_policy
+from lapo_learning.checkpoint import load_checkpoint, restore_agent
 from lapo_learning.dataset import load_dataset
 from learning_fixtures import SMALL_IMAGE, run_train
 
@@ -232,6 +233,39 @@ def test_cosine_schedule_decays_every_rate_to_zero_and_resumes_exactly(sample_fi
     for name in wa:
         for k in wa[name]:
             torch.testing.assert_close(wa[name][k], wb[name][k], rtol=1e-5, atol=1e-6)
+
+
+def test_weight_average_is_what_the_policy_acts_with_and_resumes_exactly(sample_file, tmp_path):
+    args = ("--algo", "bc", "--eval_freq", "10", "--save_freq", "20", "--ema_decay", "0.9")
+    straight = run_train(sample_file, tmp_path, "ema", 40, *args)
+    resumed = run_train(sample_file, tmp_path, "ema_resumed", 40, *args, "--load_model", "20", "--load_exp", "ema")
+    for kind in ("modules", "ema"):
+        wa = torch.load(straight / "model_40.pth", weights_only=True)["state"]
+        wb = torch.load(resumed / "model_40.pth", weights_only=True)["state"]
+        wa, wb = (w["modules"] if kind == "modules" else w["ema"]["modules"] for w in (wa, wb))
+        for name in wa:
+            for k in wa[name]:
+                torch.testing.assert_close(wa[name][k], wb[name][k], rtol=1e-5, atol=1e-6, msg=f"{kind} {name}.{k}")
+
+    ckpt = load_checkpoint(straight / "model_40.pth")
+    assert ckpt["state"]["ema"]["updates"] == 40
+    agent, _ = restore_agent(ckpt, "cpu")
+    trained = {k: v.clone() for k, v in agent.head.state_dict().items()}
+    average = ckpt["state"]["ema"]["modules"]["head"]
+    assert not torch.equal(trained["0.weight"], average["0.weight"])
+    with agent.averaged_weights():
+        torch.testing.assert_close(agent.head.state_dict(), average)
+    torch.testing.assert_close(agent.head.state_dict(), trained)  # the trained weights are back
+    policy = load_policy(straight / "model_final_bc.pth")  # inference acts with the average
+    torch.testing.assert_close(policy.agent.head.state_dict(), average)
+
+    # Update 41 moves the average (1 - decay) of the way to the trained weights, the decay still held
+    # below 0.9 by the warm-up, (1 + n) / (10 + n).
+    before = {k: v.clone() for k, v in agent.ema["head"].state_dict().items()}
+    agent.update_average()
+    share = 1 - 42 / 51
+    for k, v in agent.ema["head"].state_dict().items():
+        torch.testing.assert_close(v, before[k] + share * (trained[k] - before[k]))
 
 
 def test_bc_algo_and_cli_errors(sample_file, tmp_path, caplog):

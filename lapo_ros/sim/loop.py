@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                                 batch_size=args.batch_size, device=args.device, seed=args.seed,
                                 action_space=args.action_space, action_chunk=args.action_chunk,
                                 latent_dim=args.latent_dim, aux_action_weight=args.aux_action_weight,
-                                image_size=tuple(args.model_image_size), crops=args.crop,
+                                ema_decay=args.ema_decay, image_size=tuple(args.model_image_size), crops=args.crop,
                                 checkpoints=args.checkpoints)
         run_dir = (settings.out / "results" / f"Exp{exp_id}" / RUN_SUBDIR if args.skip_training
                    else train_policy(settings, train_cfg, dataset_dir, exp_id))

@@ -42,6 +42,12 @@ class TrainConfig:
     aux_action_weight: float = 1.0  # lapo_learning.train --aux_action_weight
     max_latent_action: float = 0.5  # lapo_learning.train --max_latent_action
     lapo_lr: float = 1e-3  # lapo_learning.train --vae_lr and --actor_lr
+    # BC only: the policy acts with an average of the weights over the last ~1000 steps (README "Sim
+    # success": the same three training runs do 43/60 validation episodes with it, 30/60 with their
+    # last weights). LAPO's averaged weights do not act (0/20, against 6/20 for the same run's last
+    # weights): its encoder, VAE and actor move fast (learning rates 5e-4 and 1e-3) and their averages
+    # do not fit each other.
+    ema_decay: float = 0.999  # lapo_learning.train --ema_decay
     image_size: tuple[int, int] | None = (48, 64)  # model input (H, W); None: the recorded size
     crops: tuple[Crop, ...] = DEFAULT_CROPS
     checkpoints: int = 1  # resumable checkpoints saved along the run (model_<step>.pth), to choose from
@@ -62,6 +68,9 @@ def add_recipe_flags(add_argument: Callable[..., Any]) -> None:
                  help="actions predicted per observation, see lapo_learning.train --help (default: %(default)s)")
     add_argument("--latent_dim", type=int, default=TrainConfig.latent_dim,
                  help="LAPO's VAE latent width, see lapo_learning.train --help (default: %(default)s)")
+    add_argument("--ema_decay", type=float, default=TrainConfig.ema_decay,
+                 help="BC: decay of the weight average the policy acts with, see lapo_learning.train --help; 0 = "
+                      "the last weights (LAPO acts with its last weights: README 'Sim success') (default: %(default)s)")
     add_argument("--aux_action_weight", type=float, default=TrainConfig.aux_action_weight,
                  help="LAPO: weight of the auxiliary action loss in the critic step; 0 = the gradient-flow rule "
                       "alone, which does not do this task (README 'Sim success') (default: %(default)s)")
@@ -101,6 +110,8 @@ def train_policy(settings: RunSettings, cfg: TrainConfig, dataset_dir: Path, exp
     if cfg.algo == "lapo":
         argv += ["--aux_action_weight", str(cfg.aux_action_weight), "--max_latent_action", str(cfg.max_latent_action),
                  "--vae_lr", str(cfg.lapo_lr), "--actor_lr", str(cfg.lapo_lr)]
+    else:
+        argv += ["--ema_decay", str(cfg.ema_decay)]
     argv += cfg.extra_args  # last: they override the recipe
     log.info("training: python -m lapo_learning.train %s", " ".join(argv))
     rc = train_main(argv)
