@@ -190,7 +190,7 @@ class Agent:
             return
         modules = self.modules()
         if self.ema is None:
-            self.ema = {k: copy.deepcopy(m).requires_grad_(False) for k, m in modules.items()}
+            self.ema = self._average_copies()
         self.ema_updates += 1
         # Warm-up (Diffusion Policy's schedule): the random initial weights are not averaged in for long.
         decay = min(self.config.ema_decay, (1 + self.ema_updates) / (10 + self.ema_updates))
@@ -199,6 +199,10 @@ class Agent:
             with torch.no_grad():
                 for avg, buf in zip(self.ema[k].buffers(), m.buffers()):  # e.g. BatchNorm statistics
                     avg.copy_(buf)
+
+    def _average_copies(self) -> dict[str, nn.Module]:
+        """Frozen copies of modules(), to hold the weight average."""
+        return {k: copy.deepcopy(m).requires_grad_(False) for k, m in self.modules().items()}
 
     @contextlib.contextmanager
     def averaged_weights(self) -> Iterator[None]:
@@ -233,7 +237,7 @@ class Agent:
         for k, m in modules.items():
             m.load_state_dict(state["modules"][k])
         if "ema" in state:
-            self.ema = {k: copy.deepcopy(m).requires_grad_(False) for k, m in modules.items()}
+            self.ema = self._average_copies()
             for k, m in self.ema.items():
                 m.load_state_dict(state["ema"]["modules"][k])
             self.ema_updates = int(state["ema"]["updates"])

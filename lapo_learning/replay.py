@@ -6,7 +6,7 @@ the training device once; a batch is a handful of index_select calls, no HDF5 or
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fnmatch import fnmatch
+import fnmatch
 from typing import Sequence
 
 import numpy as np
@@ -50,13 +50,15 @@ def fit_statistics(ds: OfflineDataset, indices: np.ndarray, reward_scale: float 
     actions, joints = ds.actions[indices], ds.joint[indices]
     if reward_scale is None:
         reward_scale = float(np.abs(ds.rewards[indices]).max()) or 1.0
-    index = None
-    unmatched = [p for p in absolute_actions if not any(fnmatch(name, p) for name in ds.schema.action_names)]
+    names = list(ds.schema.action_names)
+    matches = {p: fnmatch.filter(names, p) for p in absolute_actions}
+    unmatched = [p for p, matched in matches.items() if not matched]
     if unmatched:
-        raise ValueError(f"absolute actions {unmatched} match no action name of the data: {list(ds.schema.action_names)}")
+        raise ValueError(f"absolute actions {unmatched} match no action name of the data: {names}")
+    absolute = set().union(*matches.values())
+    index = None
     if relative_actions:
-        index = tuple(None if any(fnmatch(name, p) for p in absolute_actions) else j
-                      for name, j in zip(ds.schema.action_names, ds.schema.action_joint_index()))
+        index = tuple(None if name in absolute else j for name, j in zip(names, ds.schema.action_joint_index()))
     action_low, action_high = robust_range(actions)
     targets = relative_to_joints(ds.action_chunks(action_chunk, indices), joints, index)
     return DatasetStatistics(
