@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -154,16 +154,33 @@ class RobotPublisher(Node):
         return future.result()
 
 
+SPIN_ERRORS: list[str] = []  # what the module's executor thread raised (reported by wait_receiving)
+
+
+def spin(executor: SingleThreadedExecutor, context) -> None:
+    """Spin until shutdown. An exception from one callback (e.g. of a node another thread is
+    destroying) is kept and spinning goes on: with executor.spin the thread would end, and every
+    later test of the module would see no message at all."""
+    while context.ok():
+        try:
+            executor.spin_once(timeout_sec=0.1)
+        except ExternalShutdownException:
+            return
+        except Exception as exc:  # noqa: BLE001 - kept for the failure message, see above
+            SPIN_ERRORS.append(repr(exc))
+
+
 @pytest.fixture(scope="module")
 def ros():
     context = rclpy.Context()
     rclpy.init(context=context)
     executor = SingleThreadedExecutor(context=context)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread = threading.Thread(target=spin, args=(executor, context), daemon=True)
     thread.start()
     yield context, executor
-    executor.shutdown()
     rclpy.try_shutdown(context=context)
+    thread.join(timeout=5)
+    executor.shutdown()
 
 
 class Robot:
@@ -201,7 +218,7 @@ def wait_receiving(robot: RobotPublisher, proc: subprocess.Popen, timeout: float
     if proc.poll() is not None:
         raise AssertionError(f"recorder exited ({proc.returncode}) before receiving all streams:\n{proc.stdout.read()}")
     raise AssertionError(f"recorder (running) does not receive all streams within {timeout} s; "
-                         f"last status: {robot.status[-1:]}")
+                         f"last status: {robot.status[-1:]}; errors in the test's executor: {SPIN_ERRORS[-3:]}")
 
 
 def finish(proc: subprocess.Popen, sig: int = signal.SIGINT) -> tuple[int, str]:
