@@ -56,7 +56,8 @@ def per_sample(agent: LAPOAgent, buf: ReplayBuffer, batch_size: int = 256) -> di
     out: dict[str, list[torch.Tensor]] = defaultdict(list)
     for batch in buf.iterate(batch_size):
         feat = agent.encoder(agent.view(batch.images), batch.joint)
-        next_feat = agent.encoder(agent.view(batch.next_images), batch.next_joint)
+        next_feat = (None if agent.config.advantage_estimate == "mc"
+                     else agent.encoder(agent.view(batch.next_images), batch.next_joint))
         adv, weight = agent.advantage_weights(feat, next_feat, batch, normalise=False)
         pred = agent.act(batch.images, batch.joint)
         out["v"].append(agent.critic.v(feat).clamp(agent.min_v, agent.max_v))

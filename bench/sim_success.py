@@ -6,7 +6,8 @@ The phases of `python -m lapo_ros.sim.loop`, per dataset, algorithm and training
 1. the MuJoCo sim's scripted demonstrator is recorded by the recorder node (sim seeds 1..demos);
 2. LAPO and BC train with the same recipe on the same dataset, saving --checkpoints checkpoints;
 3. each saved checkpoint runs --select_episodes validation episodes in the in-process evaluator
-   (sim seeds select_seed+1..) and the one that succeeds most often is kept;
+   (sim seeds select_seed+1..); the latest one whose success is inside the 95% interval of the
+   most successful one is kept (lapo_ros/sim/selection.py);
 4. that checkpoint runs --eval_episodes evaluation episodes (sim seeds eval_seed+1..), the same
    for every policy, in the policy node over DDS (--evaluator nodes, the reported figures) or in
    the in-process evaluator (--evaluator inprocess, for sweeps).

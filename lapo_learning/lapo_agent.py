@@ -185,15 +185,18 @@ class LAPOAgent(Agent):
                                  "q_mean": q1.mean().item(), "q_max": q1.max().item(),
                                  "v_mean": v.mean().item(), "target_q_mean": target_q.mean().item(), **metrics}
 
-    def advantage_weights(self, feat: torch.Tensor, next_feat: torch.Tensor, batch: Batch,
+    def advantage_weights(self, feat: torch.Tensor, next_feat: torch.Tensor | None, batch: Batch,
                           normalise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Advantages and sample weights; `normalise` False leaves exponential weights undivided by
-        the batch mean (to normalise them over a whole dataset instead)."""
+        the batch mean (to normalise them over a whole dataset instead). `next_feat` may be None with
+        advantage_estimate "mc", which does not read s'."""
         c = self.config
         with torch.no_grad():
             v = self.critic.v(feat).clamp(self.min_v, self.max_v)
             if c.advantage_estimate == "mc":
                 adv = batch.returns - v
+            elif next_feat is None:
+                raise ValueError('advantage_estimate "td" needs the features of s\' (next_feat is None)')
             else:
                 next_v = self.critic.v(next_feat).clamp(self.min_v, self.max_v)
                 adv = batch.reward + batch.not_done * c.discount * next_v - v

@@ -36,9 +36,11 @@ def write_dataset(folder: Path, outcomes: list[str], n: int = 40) -> Path:
     return folder
 
 
-def test_groups_every_sample_by_outcome(tmp_path: Path) -> None:
+@pytest.mark.parametrize("estimate", ["td", "mc"])
+def test_groups_every_sample_by_outcome(tmp_path: Path, estimate: str) -> None:
     data = write_dataset(tmp_path / "data", ["success", "failure", "success", "failure"])
-    run = run_train(data, tmp_path / "runs", "adv", 20, "--algo", "lapo", "--train_test_split", "0.5")
+    run = run_train(data, tmp_path / "runs", "adv", 20, "--algo", "lapo", "--train_test_split", "0.5",
+                    "--advantage_estimate", estimate)
     out = tmp_path / "analysis"
     bench = load_bench()
     assert bench.main([str(run / "model_final_lapo.pth"), str(data), "--out", str(out)]) == 0

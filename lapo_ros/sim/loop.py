@@ -8,8 +8,8 @@ Each phase is a module of lapo_ros.sim:
 2. training: `lapo_learning.train` on that folder; OUT/results/Expsim/multimodal_robot/ holds
    progress.csv, training_curves.png and --checkpoints saved checkpoints.
 3. selection: each saved checkpoint runs --select_episodes validation episodes (sim seeds
-   select_seed+1.., in-process evaluator) and the one that succeeds most often is kept
-   (rollouts.json; the success panel of training_curves.png).
+   select_seed+1.., in-process evaluator); the latest one whose success is inside the 95% interval
+   of the most successful one is kept (rollouts.json; the success panel of training_curves.png).
 4. node_evaluation: the sim (demonstrator off) and the policy node with that checkpoint, over DDS,
    for --eval_episodes episodes on sim seeds eval_seed+1..; report: OUT/eval/eval_summary.json
    (success rate with its 95% interval, AverageReturn/StdReturn: return = the episode's highest
