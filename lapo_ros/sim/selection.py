@@ -71,7 +71,7 @@ def choose(rows: list[dict]) -> dict:
 
 def select_checkpoint(run_dir: Path, algo: str, seeds: list[int], cfg: SimEvalConfig, workers: int) -> Path:
     """Evaluate each saved checkpoint on `seeds`; write rollouts.json and the training plot's success
-    panel; return the best checkpoint's path."""
+    panel; return the chosen checkpoint's path."""
     candidates = saved_checkpoints(run_dir, algo)
     if not candidates:
         raise LoopError(f"{run_dir}: no saved checkpoints (model_<step>.pth or model_final_{algo}.pth) to "
@@ -87,10 +87,10 @@ def select_checkpoint(run_dir: Path, algo: str, seeds: list[int], cfg: SimEvalCo
                      "episodes": summary["episodes"]})
         log.info("validation seeds %d-%d: %s success %.2f, AverageReturn %.2f", seeds[0], seeds[-1], cand.path.name,
                  summary["success_rate"], summary["AverageReturn"])
-    best = choose(rows)
-    (run_dir / ROLLOUTS_FILE).write_text(json.dumps({"validation_seeds": seeds, "chosen": best["checkpoint"],
+    chosen = choose(rows)
+    (run_dir / ROLLOUTS_FILE).write_text(json.dumps({"validation_seeds": seeds, "chosen": chosen["checkpoint"],
                                                      "checkpoints": rows}, indent=2))
     plot_progress(run_dir / "progress.csv", run_dir / "training_curves.png",
                   [(r["step"], r["success_rate"], *r["success_ci95"]) for r in rows])
-    log.info("chose %s (validation success %.2f)", Path(best["checkpoint"]).name, best["success_rate"])
-    return Path(best["checkpoint"])
+    log.info("chose %s (validation success %.2f)", Path(chosen["checkpoint"]).name, chosen["success_rate"])
+    return Path(chosen["checkpoint"])
