@@ -7,10 +7,11 @@ success lies inside the best one's 95% interval (`choose`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -69,27 +70,59 @@ def choose(rows: list[dict]) -> dict:
     return max((r for r in rows if r["success_rate"] >= best["success_ci95"][0]), key=lambda r: r["step"])
 
 
+def checkpoint_digest(path: Path) -> str:
+    """sha256 of a checkpoint file: a retrained or replaced checkpoint is validated again."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def earlier_rows(run_dir: Path, seeds: list[int], cfg: SimEvalConfig) -> dict[str, dict]:
+    """Validation rows of an earlier selection on the same seeds and evaluator settings, by checkpoint path."""
+    try:
+        done = json.loads((run_dir / ROLLOUTS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if done.get("validation_seeds") != seeds or done.get("eval_config") != json.loads(json.dumps(asdict(cfg))):
+        return {}
+    return {r["checkpoint"]: r for r in done.get("checkpoints", []) if "sha256" in r}
+
+
 def select_checkpoint(run_dir: Path, algo: str, seeds: list[int], cfg: SimEvalConfig, workers: int) -> Path:
     """Evaluate each saved checkpoint on `seeds`; write rollouts.json and the training plot's success
-    panel; return the chosen checkpoint's path."""
+    panel; return the chosen checkpoint's path.
+
+    rollouts.json is rewritten after every checkpoint, and a checkpoint already validated there on the
+    same seeds and settings (and unchanged since) is not run again: a benchmark or main job cut short
+    during selection or evaluation resumes without repeating the validation rollouts. (Deleting
+    rollouts.json validates every checkpoint again, e.g. after a change to the simulator.)"""
     candidates = saved_checkpoints(run_dir, algo)
     if not candidates:
         raise LoopError(f"{run_dir}: no saved checkpoints (model_<step>.pth or model_final_{algo}.pth) to "
                         "choose from")
-    rows = []
+    done = earlier_rows(run_dir, seeds, cfg)
+    record = {"validation_seeds": seeds, "eval_config": asdict(cfg), "chosen": None, "checkpoints": []}
+    rows = record["checkpoints"]
     for cand in candidates:
+        digest = checkpoint_digest(cand.path)
+        earlier = done.get(str(cand.path))
+        if earlier is not None and earlier["sha256"] == digest and earlier["step"] == cand.step:
+            rows.append(earlier)
+            log.info("validation seeds %d-%d: %s success %.2f (validated earlier, %s)", seeds[0], seeds[-1],
+                     cand.path.name, earlier["success_rate"], run_dir / ROLLOUTS_FILE)
+            continue
         try:
             summary = summarize_returns(evaluate(cand.path, seeds, cfg, workers))
         except (CheckpointError, SchemaMismatch, ValueError) as exc:
             raise LoopError(f"cannot evaluate {cand.path} on the sim: {exc}") from exc
-        rows.append({"step": cand.step, "checkpoint": str(cand.path), "success_rate": summary["success_rate"],
-                     "success_ci95": summary["success_ci95"], "AverageReturn": summary["AverageReturn"],
-                     "episodes": summary["episodes"]})
+        rows.append({"step": cand.step, "checkpoint": str(cand.path), "sha256": digest,
+                     "success_rate": summary["success_rate"], "success_ci95": summary["success_ci95"],
+                     "AverageReturn": summary["AverageReturn"], "episodes": summary["episodes"]})
+        (run_dir / ROLLOUTS_FILE).write_text(json.dumps(record, indent=2))
         log.info("validation seeds %d-%d: %s success %.2f, AverageReturn %.2f", seeds[0], seeds[-1], cand.path.name,
                  summary["success_rate"], summary["AverageReturn"])
     chosen = choose(rows)
-    (run_dir / ROLLOUTS_FILE).write_text(json.dumps({"validation_seeds": seeds, "chosen": chosen["checkpoint"],
-                                                     "checkpoints": rows}, indent=2))
+    record["chosen"] = chosen["checkpoint"]
+    (run_dir / ROLLOUTS_FILE).write_text(json.dumps(record, indent=2))
     plot_progress(run_dir / "progress.csv", run_dir / "training_curves.png",
                   [(r["step"], r["success_rate"], *r["success_ci95"]) for r in rows])
     log.info("chose %s (validation success %.2f)", Path(chosen["checkpoint"]).name, chosen["success_rate"])
