@@ -78,6 +78,9 @@ def test_loop_connects_the_pieces(loop_run) -> None:
     assert policy.schema.image_size == (48, 64) and policy.schema.joint_dim == 16
     assert policy.schema.crops == {"global_image": (0.3, 0.2, 0.5, 0.6)}
     assert policy.chunk_size == 30  # the main job trains with action chunks: the node ensembles them
+    params = json.loads((run_dir / "params.json").read_text())
+    # LAPO's part of the recipe: decaying learning rates, weights read from the episode's reward-to-go
+    assert (params["lr_schedule"], params["advantage_estimate"], params["aux_action_weight"]) == ("cosine", "mc", 1.0)
     assert (run_dir / "training_curves.png").is_file()
     # Both saved checkpoints ran the validation seeds in-process; the evaluated one is the choice.
     rollouts = json.loads((run_dir / "rollouts.json").read_text())

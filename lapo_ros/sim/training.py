@@ -48,6 +48,12 @@ class TrainConfig:
     # from 0.37 to 0.59 over the last 3,000 steps; decayed, it falls to 0.22 and the held-out action
     # error to 0.020 (BC's 0.023).
     lapo_lr_schedule: str = "cosine"  # lapo_learning.train --lr_schedule
+    # LAPO only: the weights read the recorded episode's reward-to-go - V(s), not the reference's
+    # one-step r + gamma V(s') - V(s) (README "Sim success"). On mixed_grasp_offset the one-step sign
+    # gave 36% of the failing operator's samples the high weight and the policy copied a blend (1/20
+    # validation); reward-to-go gives them none (18/20 and 18/20, two training seeds). On the clean
+    # demonstrations, two seeds: 33/40 against 28/40 on validation, 0.87 against 0.69 on evaluation.
+    lapo_advantage_estimate: str = "mc"  # lapo_learning.train --advantage_estimate
     # BC only: the policy acts with an average of the weights over the last ~1000 steps (README "Sim
     # success": the same three training runs do 43/60 validation episodes with it, 30/60 with their
     # last weights). LAPO's averaged weights do not act (0/20, against 6/20 for the same run's last
@@ -115,7 +121,8 @@ def train_policy(settings: RunSettings, cfg: TrainConfig, dataset_dir: Path, exp
             "--latent_dim", str(cfg.latent_dim), *load]
     if cfg.algo == "lapo":
         argv += ["--aux_action_weight", str(cfg.aux_action_weight), "--max_latent_action", str(cfg.max_latent_action),
-                 "--vae_lr", str(cfg.lapo_lr), "--actor_lr", str(cfg.lapo_lr), "--lr_schedule", cfg.lapo_lr_schedule]
+                 "--vae_lr", str(cfg.lapo_lr), "--actor_lr", str(cfg.lapo_lr), "--lr_schedule", cfg.lapo_lr_schedule,
+                 "--advantage_estimate", cfg.lapo_advantage_estimate]
     else:
         argv += ["--ema_decay", str(cfg.ema_decay)]
     argv += cfg.extra_args  # last: they override the recipe
