@@ -1,4 +1,5 @@
-"""lapo_ros.sim.selection.choose: which saved checkpoint the main job and the benchmark evaluate."""
+"""lapo_ros.sim.selection: which saved checkpoint the main job and the benchmark evaluate, and which
+validation rollouts a rerun does not repeat."""
 import json
 from dataclasses import replace
 from pathlib import Path
