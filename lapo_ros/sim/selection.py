@@ -76,13 +76,14 @@ def checkpoint_digest(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def earlier_rows(run_dir: Path, seeds: list[int], cfg: SimEvalConfig) -> dict[str, dict]:
-    """Validation rows of an earlier selection on the same seeds and evaluator settings, by checkpoint path."""
+def earlier_rows(run_dir: Path, seeds: list[int], eval_config: dict) -> dict[str, dict]:
+    """Validation rows of an earlier selection on the same seeds and evaluator settings (as rollouts.json
+    stores them), by checkpoint path."""
     try:
         done = json.loads((run_dir / ROLLOUTS_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    if done.get("validation_seeds") != seeds or done.get("eval_config") != json.loads(json.dumps(asdict(cfg))):
+    if done.get("validation_seeds") != seeds or done.get("eval_config") != eval_config:
         return {}
     return {r["checkpoint"]: r for r in done.get("checkpoints", []) if "sha256" in r}
 
@@ -99,8 +100,9 @@ def select_checkpoint(run_dir: Path, algo: str, seeds: list[int], cfg: SimEvalCo
     if not candidates:
         raise LoopError(f"{run_dir}: no saved checkpoints (model_<step>.pth or model_final_{algo}.pth) to "
                         "choose from")
-    done = earlier_rows(run_dir, seeds, cfg)
-    record = {"validation_seeds": seeds, "eval_config": asdict(cfg), "chosen": None, "checkpoints": []}
+    eval_config = json.loads(json.dumps(asdict(cfg)))  # tuples as JSON reads them back: lists
+    done = earlier_rows(run_dir, seeds, eval_config)
+    record = {"validation_seeds": seeds, "eval_config": eval_config, "chosen": None, "checkpoints": []}
     rows = record["checkpoints"]
     for cand in candidates:
         digest = checkpoint_digest(cand.path)
