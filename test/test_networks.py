@@ -50,6 +50,27 @@ def test_random_crop_takes_whole_windows_and_inference_takes_the_centre() -> Non
     torch.testing.assert_close(center_crop(images[:1], (8, 9)), images[:1, 1:9, 1:10])
 
 
+def test_random_shift_is_a_window_of_the_replicate_padded_image() -> None:
+    from lapo_learning.networks import random_shift
+
+    h, w, pad = 10, 12, 4
+    index = torch.arange(h * w, dtype=torch.int64).view(1, h, w, 1)
+    images = (index % 251).to(torch.uint8).expand(64, h, w, 3).contiguous()
+    shifted = random_shift(images, pad, torch.Generator().manual_seed(0))
+    assert shifted.dtype == torch.uint8 and shifted.shape == images.shape
+    padded = torch.nn.functional.pad(images[:1].permute(0, 3, 1, 2).float(), (pad,) * 4, mode="replicate")
+    padded = padded.permute(0, 2, 3, 1).to(torch.uint8)[0]
+    offsets = set()
+    for s in shifted:  # each sample is the whole h x w window of the padded image at some offset
+        match = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+                 if torch.equal(s, padded[dy:dy + h, dx:dx + w])]
+        assert match, "a shifted image that is no window of the replicate-padded image"
+        offsets.add(match[0])
+    assert len(offsets) > 20  # and the offsets vary between samples
+    torch.testing.assert_close(random_shift(images, pad, torch.Generator().manual_seed(0)), shifted)
+    assert random_shift(images, 0) is images
+
+
 def test_agent_with_random_crop_trains_on_windows_and_acts_on_the_centre(sample_file) -> None:
     import numpy as np
 
