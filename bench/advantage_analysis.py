@@ -12,7 +12,8 @@ failure, ...) and, when present, the demonstrator's `failure_mode`. It also deco
 actor's choice and compares it with the recorded action chunk, per group: a policy that copies
 the good operator is closer to the successful episodes' actions than to the failed ones'.
 
-Prints a table per group (episodes, samples, mean weight, share of A > 0, mean A, mean V, action
+Prints a table per group (episodes, samples, mean weight, share of A > 0, mean A, mean V, mean
+reward-to-go G (a V far below G makes "mc" advantages positive wherever reward lies ahead), action
 error of the policy against the group's actions) and writes DIR/advantages.json and
 DIR/advantages.png (V along the first episode of each group; the distribution of A per group).
 """
@@ -52,15 +53,17 @@ def episode_groups(sources: list[str]) -> list[str]:
 
 @torch.no_grad()
 def per_sample(agent: LAPOAgent, buf: ReplayBuffer, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """V(s), advantage, expectile weight and the policy's action error of every sample, in order."""
+    """V(s), the reward-to-go, advantage, expectile weight and the policy's action error of every
+    sample, in order."""
     out: dict[str, list[torch.Tensor]] = defaultdict(list)
     for batch in buf.iterate(batch_size):
         feat = agent.encoder(agent.view(batch.images), batch.joint)
-        next_feat = (None if agent.config.advantage_estimate == "mc"
+        next_feat = (None if agent.config.advantage_estimate in ("mc", "mc_fit")
                      else agent.encoder(agent.view(batch.next_images), batch.next_joint))
         adv, weight = agent.advantage_weights(feat, next_feat, batch, normalise=False)
         pred = agent.act(batch.images, batch.joint)
         out["v"].append(agent.critic.v(feat).clamp(agent.min_v, agent.max_v))
+        out["returns"].append(batch.returns)
         out["advantage"].append(adv)
         out["weight"].append(weight)
         out["action_mse"].append(((pred - batch.action) ** 2).mean(dim=1, keepdim=True))
@@ -80,6 +83,7 @@ def summarize(values: dict[str, np.ndarray], episode_of: np.ndarray, labels: lis
                        "adv_pos_frac": float((values["advantage"][m] > 0).mean()),
                        "mean_advantage": float(values["advantage"][m].mean()),
                        "mean_v": float(values["v"][m].mean()),
+                       "mean_return": float(values["returns"][m].mean()),
                        "policy_action_mse": float(values["action_mse"][m].mean())}
     return rows
 
@@ -136,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
          "groups": rows}, indent=2))
     plot(args.out / "advantages.png", values, episode_of, labels)
     header = (f"{'group':28s} {'eps':>4s} {'samples':>7s} {'weight':>7s} {'A>0':>6s} {'mean A':>8s} "
-              f"{'mean V':>8s} {'act MSE':>8s}")
+              f"{'mean V':>8s} {'mean G':>8s} {'act MSE':>8s}")
     lines = [header] + [f"{k:28s} {r['episodes']:4d} {r['samples']:7d} {r['mean_weight']:7.3f} "
                         f"{r['adv_pos_frac']:6.2f} {r['mean_advantage']:8.4f} {r['mean_v']:8.3f} "
-                        f"{r['policy_action_mse']:8.4f}"
+                        f"{r['mean_return']:8.3f} {r['policy_action_mse']:8.4f}"
                         for k, r in rows.items()]
     print("\n".join(lines))
     log.info("wrote %s and %s", args.out / "advantages.json", args.out / "advantages.png")

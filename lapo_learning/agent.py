@@ -16,7 +16,7 @@ from lapo_learning.schema import ObservationSchema
 
 ALGOS = ("lapo", "bc")
 ADVANTAGE_WEIGHTINGS = ("expectile", "exponential")
-ADVANTAGE_ESTIMATES = ("td", "mc")
+ADVANTAGE_ESTIMATES = ("td", "mc", "mc_fit")
 MAX_EXP_WEIGHT = 100.0  # AWR/IQL's cap on exp(A / temperature): one sample cannot own a batch
 
 
@@ -65,6 +65,11 @@ class AgentConfig:
     # a bad demonstration has left every good outcome behind (rewards 0 from then on, V ~ 0), its
     # one-step advantages are critic noise around 0 whatever it does, so a third of them look good;
     # its reward-to-go is 0, so all of them look bad (mixed sim data: A > 0 on 36% vs 0%).
+    # "mc_fit": the reward-to-go minus a baseline regressed on it (a head on the encoder's feature,
+    # trained in the critic step): A > 0 where this episode did better than the demonstrations
+    # from like states. The critic's V, bootstrapped over 8,000 steps, stays far below the
+    # reward-to-go (sim, mixed_all: 3-15 against 20-43), so with "mc" a bad operator's actions
+    # look good wherever any reward still lies ahead of them.
     advantage_estimate: str = "td"
     # Decay of an exponential moving average of the weights, which validation, the saved policies and
     # inference use (Diffusion Policy's and robomimic's EMA); 0 = the last weights, as trained.

@@ -9,7 +9,8 @@ Per train step, on one batch:
    w = expectile if A > 0 else 1 - expectile (or, with advantage_weighting "exponential",
    exp(A / temperature) normalised over the batch), A = r + gamma(1-d) V(s') - V(s) from the updated
    critic (V(s') is the critic's estimate of Q'(s', a'(s')), as in the reference); with
-   advantage_estimate "mc", A = the episode's discounted reward-to-go - V(s).
+   advantage_estimate "mc", A = the episode's discounted reward-to-go - V(s); with "mc_fit", the
+   reward-to-go minus a baseline head regressed on it in the critic step (encoder included).
 3. Latent actor on detached features: maximise Q1(s, decode_target(s, max_latent*tanh(.))).
 4. Polyak averaging (tau) of critic, actor and VAE targets.
 
@@ -111,8 +112,11 @@ class LAPOAgent(Agent):
         # aux_action_weight > 0: an action head on the encoder's feature, trained in the critic step
         # (see critic_step); it only shapes the encoder and is not the policy.
         self.aux_head = mlp(head_in, (c.hidden_dim, c.hidden_dim), a).to(self.device) if c.aux_action_weight else None
+        # advantage_estimate "mc_fit": the reward-to-go's baseline, a value head of the critic step.
+        self.return_head = (mlp(f, (c.hidden_dim, c.hidden_dim), 1).to(self.device)
+                            if c.advantage_estimate == "mc_fit" else None)
         # The gradient-flow rule: the encoder is trained by the critic step only.
-        critic_side = [self.critic] + ([self.aux_head] if self.aux_head is not None else [])
+        critic_side = [self.critic] + [m for m in (self.aux_head, self.return_head) if m is not None]
         self.critic_optimizer = torch.optim.Adam(
             [{"params": [p for m in critic_side for p in m.parameters()]}, {"params": self.encoder.parameters()}],
             lr=c.critic_lr)
@@ -128,6 +132,8 @@ class LAPOAgent(Agent):
                    "critic": self.critic, "critic_target": self.critic_target}
         if self.aux_head is not None:
             modules["aux_head"] = self.aux_head
+        if self.return_head is not None:
+            modules["return_head"] = self.return_head
         return modules
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -170,6 +176,10 @@ class LAPOAgent(Agent):
         v_loss = F.mse_loss(v, target_v)
         loss = q_loss + v_loss
         metrics = {}
+        if self.return_head is not None:
+            return_loss = F.mse_loss(self.return_head(feat), batch.returns)
+            loss = loss + return_loss
+            metrics["return_fit_loss"] = return_loss.item()
         if self.aux_head is not None:
             # LAPO's own objective, the advantage-weighted action error, shapes the encoder for the
             # actions as well as the value; its gradient reaches the encoder in this step only.
@@ -189,15 +199,17 @@ class LAPOAgent(Agent):
                           normalise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Advantages and sample weights; `normalise` False leaves exponential weights undivided by
         the batch mean (to normalise them over a whole dataset instead). `next_feat` may be None with
-        advantage_estimate "mc", which does not read s'."""
+        advantage_estimate "mc" or "mc_fit", which do not read s'."""
         c = self.config
         with torch.no_grad():
-            v = self.critic.v(feat).clamp(self.min_v, self.max_v)
-            if c.advantage_estimate == "mc":
-                adv = batch.returns - v
+            if c.advantage_estimate == "mc_fit":
+                adv = batch.returns - self.return_head(feat)
+            elif c.advantage_estimate == "mc":
+                adv = batch.returns - self.critic.v(feat).clamp(self.min_v, self.max_v)
             elif next_feat is None:
                 raise ValueError('advantage_estimate "td" needs the features of s\' (next_feat is None)')
             else:
+                v = self.critic.v(feat).clamp(self.min_v, self.max_v)
                 next_v = self.critic.v(next_feat).clamp(self.min_v, self.max_v)
                 adv = batch.reward + batch.not_done * c.discount * next_v - v
             if c.advantage_weighting == "expectile":

@@ -36,7 +36,7 @@ def write_dataset(folder: Path, outcomes: list[str], n: int = 40) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("estimate", ["td", "mc"])
+@pytest.mark.parametrize("estimate", ["td", "mc", "mc_fit"])
 def test_groups_every_sample_by_outcome(tmp_path: Path, estimate: str) -> None:
     data = write_dataset(tmp_path / "data", ["success", "failure", "success", "failure"])
     run = run_train(data, tmp_path / "runs", "adv", 20, "--algo", "lapo", "--train_test_split", "0.5",
@@ -52,6 +52,8 @@ def test_groups_every_sample_by_outcome(tmp_path: Path, estimate: str) -> None:
         # each weight is expectile or 1 - expectile, so their mean lies between
         assert 0.1 - 1e-6 <= g["mean_weight"] <= 0.9 + 1e-6
         assert np.isfinite([g["mean_advantage"], g["mean_v"], g["policy_action_mse"]]).all()
+    # the successes' rewards climb to 1, the failures' to 0.2: more reward lies ahead of the former
+    assert groups["success"]["mean_return"] > groups["failure (grasp_offset)"]["mean_return"] > 0
     assert (out / "advantages.png").stat().st_size > 0
 
 

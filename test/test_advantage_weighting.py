@@ -21,12 +21,13 @@ def weights_for(sample_file, **config) -> torch.Tensor:
     ds = load_dataset(sample_file)
     episodes = np.arange(ds.n_episodes)
     agent = LAPOAgent(ds.schema, AgentConfig(**config), "cpu", value_range=(-1.0, 3.0))
-    last = agent.critic.v_net[-1]
+    # The baseline the advantage subtracts: V, or with "mc_fit" the regressed reward-to-go.
+    last = (agent.return_head if config.get("advantage_estimate") == "mc_fit" else agent.critic.v_net)[-1]
     torch.nn.init.zeros_(last.weight)
     torch.nn.init.zeros_(last.bias)
     batch = ReplayBuffer(ds, episodes, fit_statistics(ds, ds.episode_indices(episodes)), "cpu", seed=0).sample(6)
     batch = dataclasses.replace(batch, reward=REWARDS.clone(), returns=REWARDS.clone())
-    if config.get("advantage_estimate") == "mc":
+    if config.get("advantage_estimate") in ("mc", "mc_fit"):
         batch = dataclasses.replace(batch, reward=-REWARDS)
     with torch.no_grad():
         feat = agent.encoder(batch.images, batch.joint)
@@ -60,6 +61,37 @@ def test_exponential_weights_grow_with_the_advantage(sample_file):
 def test_mc_estimate_reads_the_reward_to_go(sample_file):
     w = weights_for(sample_file, expectile=0.8, advantage_estimate="mc")
     assert torch.allclose(w, torch.tensor([0.2, 0.2, 0.2, 0.8, 0.8, 0.8]))
+
+
+def test_mc_fit_estimate_reads_the_reward_to_go_against_its_baseline(sample_file):
+    w = weights_for(sample_file, expectile=0.8, advantage_estimate="mc_fit")
+    assert torch.allclose(w, torch.tensor([0.2, 0.2, 0.2, 0.8, 0.8, 0.8]))
+
+
+def test_mc_fit_baseline_learns_the_returns_and_splits_the_operators(sample_file):
+    """Two operators from the same states, one whose episodes return 3 and one whose return 1: the
+    critic step's baseline settles between them, so the first operator's samples get A > 0 and the
+    second's A < 0, whatever V makes of them."""
+    torch.manual_seed(0)
+    ds = load_dataset(sample_file)
+    episodes = np.arange(ds.n_episodes)
+    stats = fit_statistics(ds, ds.episode_indices(episodes))
+    agent = LAPOAgent(ds.schema, AgentConfig(advantage_estimate="mc_fit", critic_lr=1e-3), "cpu",
+                      value_range=(0.0, 1.0))
+    batch = ReplayBuffer(ds, episodes, stats, "cpu", seed=0).sample(32)
+    good = torch.arange(32).unsqueeze(1) % 2 == 0
+    twin = dataclasses.replace(batch, images=[torch.cat([i[:16], i[:16]]) for i in batch.images],
+                               joint=torch.cat([batch.joint[:16], batch.joint[:16]]))
+    twin = dataclasses.replace(twin, returns=torch.where(torch.cat([good[:16], ~good[:16]]), 3.0, 1.0))
+    for _ in range(300):
+        agent.critic_step(twin)
+    with torch.no_grad():
+        feat = agent.encoder(twin.images, twin.joint)
+        adv, weights = agent.advantage_weights(feat, None, twin)
+    assert agent.return_head(feat).mean().item() == pytest.approx(2.0, abs=0.2)
+    better = twin.returns > 2.0
+    assert (adv[better] > 0.5).all() and (adv[~better] < -0.5).all()
+    assert torch.allclose(weights[better], torch.tensor(agent.config.expectile))
 
 
 def test_returns_to_go_stay_inside_each_episode(sample_file):

@@ -17,9 +17,10 @@ from lapo_learning.replay import ReplayBuffer, fit_statistics
                         (True, "keypoints_3conv_16kp", 0.0, "expectile", "td"),
                         (True, "cnn_3conv_1fc_0", 1.0, "expectile", "td"),
                         (True, "cnn_3conv_1fc_0", 1.0, "exponential", "td"),
-                        (True, "cnn_3conv_1fc_0", 1.0, "expectile", "mc")],
+                        (True, "cnn_3conv_1fc_0", 1.0, "expectile", "mc"),
+                        (True, "cnn_3conv_1fc_0", 1.0, "expectile", "mc_fit")],
                 ids=["joints_to_policy", "features_only", "keypoint_encoder", "aux_action_loss",
-                     "aux_exponential_weights", "aux_mc_advantage"])
+                     "aux_exponential_weights", "aux_mc_advantage", "aux_mc_fit_advantage"])
 def lapo(sample_file, request):
     torch.manual_seed(0)
     ds = load_dataset(sample_file)
@@ -50,8 +51,10 @@ def test_optimizer_parameter_sets(lapo):
     ids = lambda m: {id(p) for p in m.parameters()}  # noqa: E731
     # The auxiliary action head exists only when asked for, and then belongs to the critic step.
     assert (agent.aux_head is None) == (agent.config.aux_action_weight == 0)
-    aux = ids(agent.aux_head) if agent.aux_head is not None else set()
-    assert optimizer_param_ids(agent.critic_optimizer) == ids(agent.critic) | ids(agent.encoder) | aux
+    # So does the reward-to-go's baseline (advantage_estimate "mc_fit").
+    assert (agent.return_head is None) == (agent.config.advantage_estimate != "mc_fit")
+    heads = set().union(*(ids(m) for m in (agent.aux_head, agent.return_head) if m is not None))
+    assert optimizer_param_ids(agent.critic_optimizer) == ids(agent.critic) | ids(agent.encoder) | heads
     assert optimizer_param_ids(agent.vae_optimizer) == ids(agent.vae)
     assert optimizer_param_ids(agent.actor_optimizer) == ids(agent.actor)
     assert not optimizer_param_ids(agent.vae_optimizer) & ids(agent.encoder)
