@@ -65,8 +65,8 @@ class AgentConfig:
     # a bad demonstration has left every good outcome behind (rewards 0 from then on, V ~ 0), its
     # one-step advantages are critic noise around 0 whatever it does, so a third of them look good;
     # its reward-to-go is 0, so all of them look bad (mixed sim data: A > 0 on 36% vs 0%).
-    # "mc_fit": the reward-to-go minus a baseline regressed on it (a head on the encoder's feature,
-    # trained in the critic step): A > 0 where this episode did better than the demonstrations
+    # "mc_fit": the reward-to-go minus a baseline regressed on it (a head on the encoder's detached
+    # feature, trained in the critic step): A > 0 where this episode did better than the demonstrations
     # from like states. The critic's V, bootstrapped over 8,000 steps, stays far below the
     # reward-to-go (sim, mixed_all: 3-15 against 20-43), so with "mc" a bad operator's actions
     # look good wherever any reward still lies ahead of them.
