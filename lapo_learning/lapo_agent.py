@@ -112,7 +112,7 @@ class LAPOAgent(Agent):
         # aux_action_weight > 0: an action head on the encoder's feature, trained in the critic step
         # (see critic_step); it only shapes the encoder and is not the policy.
         self.aux_head = mlp(head_in, (c.hidden_dim, c.hidden_dim), a).to(self.device) if c.aux_action_weight else None
-        # advantage_estimate "mc_fit": the reward-to-go's baseline, a value head of the critic step.
+        # advantage_estimate "mc_fit": the reward-to-go's baseline, trained in the critic step.
         self.return_head = (mlp(f, (c.hidden_dim, c.hidden_dim), 1).to(self.device)
                             if c.advantage_estimate == "mc_fit" else None)
         # The gradient-flow rule: the encoder is trained by the critic step only.
