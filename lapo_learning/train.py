@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
            "episode's discounted reward-to-go - V(s), nothing bootstrapped past its end), which does not mistake "
            "critic noise on a bad demonstration that can no longer succeed for a good action; or mc_fit (the "
            "reward-to-go minus a baseline regressed on it: better than the demonstrations from like states, where "
-           "the bootstrapped V lags far below the returns) (default: %(default)s)")
+           "the bootstrapped V lags far below the returns; where the operators agree it gives half the good samples "
+           "the low weight, so it helped the sim's mixed_all and hurt its clean data) (default: %(default)s)")
     a("--advantage_temperature", type=float, default=0.1,
       help="temperature of --advantage_weighting exponential; smaller = sharper preference (default: %(default)s)")
     a("--kl_beta", type=float, default=1.0, help="weight of the VAE's KL term")
