@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from lapo_learning.agent import RETURN_ESTIMATES  # noqa: E402
 from lapo_learning.checkpoint import load_checkpoint, restore_agent  # noqa: E402
 from lapo_learning.dataset import load_dataset  # noqa: E402
 from lapo_learning.lapo_agent import LAPOAgent  # noqa: E402
@@ -58,7 +59,7 @@ def per_sample(agent: LAPOAgent, buf: ReplayBuffer, batch_size: int = 256) -> di
     out: dict[str, list[torch.Tensor]] = defaultdict(list)
     for batch in buf.iterate(batch_size):
         feat = agent.encoder(agent.view(batch.images), batch.joint)
-        next_feat = (None if agent.config.advantage_estimate in ("mc", "mc_fit")
+        next_feat = (None if agent.config.advantage_estimate in RETURN_ESTIMATES
                      else agent.encoder(agent.view(batch.next_images), batch.next_joint))
         adv, weight = agent.advantage_weights(feat, next_feat, batch, normalise=False)
         pred = agent.act(batch.images, batch.joint)

@@ -17,6 +17,7 @@ from lapo_learning.schema import ObservationSchema
 ALGOS = ("lapo", "bc")
 ADVANTAGE_WEIGHTINGS = ("expectile", "exponential")
 ADVANTAGE_ESTIMATES = ("td", "mc", "mc_fit")
+RETURN_ESTIMATES = ("mc", "mc_fit")  # advantages from the recorded reward-to-go: s' is not read
 MAX_EXP_WEIGHT = 100.0  # AWR/IQL's cap on exp(A / temperature): one sample cannot own a batch
 
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lapo_learning.agent import MAX_EXP_WEIGHT, Agent, AgentConfig, soft_update
+from lapo_learning.agent import MAX_EXP_WEIGHT, RETURN_ESTIMATES, Agent, AgentConfig, soft_update
 from lapo_learning.networks import mlp
 from lapo_learning.replay import Batch
 from lapo_learning.schema import ObservationSchema
@@ -202,19 +202,18 @@ class LAPOAgent(Agent):
                           normalise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Advantages and sample weights; `normalise` False leaves exponential weights undivided by
         the batch mean (to normalise them over a whole dataset instead). `next_feat` may be None with
-        advantage_estimate "mc" or "mc_fit", which do not read s'."""
+        advantage_estimate in RETURN_ESTIMATES, which do not read s'."""
         c = self.config
         with torch.no_grad():
-            if c.advantage_estimate == "mc_fit":
-                adv = batch.returns - self.return_head(feat)
-            elif c.advantage_estimate == "mc":
-                adv = batch.returns - self.critic.v(feat).clamp(self.min_v, self.max_v)
+            baseline = (self.return_head(feat) if self.return_head is not None
+                        else self.critic.v(feat).clamp(self.min_v, self.max_v))
+            if c.advantage_estimate in RETURN_ESTIMATES:
+                adv = batch.returns - baseline
             elif next_feat is None:
                 raise ValueError('advantage_estimate "td" needs the features of s\' (next_feat is None)')
             else:
-                v = self.critic.v(feat).clamp(self.min_v, self.max_v)
                 next_v = self.critic.v(next_feat).clamp(self.min_v, self.max_v)
-                adv = batch.reward + batch.not_done * c.discount * next_v - v
+                adv = batch.reward + batch.not_done * c.discount * next_v - baseline
             if c.advantage_weighting == "expectile":
                 weights = torch.where(adv > c.advantage_margin, c.expectile, 1.0 - c.expectile)
             else:
