@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="also write every progress.csv column as TensorBoard scalars in <run folder>/tensorboard "
            "(the default; view with `tensorboard --logdir results`)")
     a("--no_tensorboard", dest="tensorboard", action="store_false", help="do not write TensorBoard scalars")
+    a("--threads", type=int, default=None,
+      help="CPU threads of torch's intra-op pool for this run (default: torch's own, i.e. OMP_NUM_THREADS or every "
+           "core); 1 per job when several share the machine: oversubscribed threads slow every job down")
     a("--log_level", default="INFO", help="logging level")
     return p
 
@@ -395,11 +398,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.absolute_actions and args.action_space != "relative":
         log.error("--absolute_actions needs --action_space relative (with absolute actions every action is absolute)")
         return 2
+    if args.threads is not None and args.threads <= 0:
+        log.error("--threads must be > 0, got %s", args.threads)
+        return 2
+    threads = torch.get_num_threads()  # restored after: a caller in the same process keeps its own
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     try:
         train(args)
     except (DatasetError, CheckpointError, SchemaMismatch, FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
         return 1
+    finally:
+        torch.set_num_threads(threads)
     return 0
 
 

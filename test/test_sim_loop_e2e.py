@@ -52,7 +52,8 @@ def loop_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("sim_loop")
     result = run_loop(out, DOMAIN_LOOP, "--episodes", "2", "--max_episode_steps", "30", "--steps", "30",
                       "--algo", "lapo", "--image_size", "48", "48", "--render_size", "48", "64",
-                      "--checkpoints", "2", "--select_episodes", "2", "--eval_episodes", "1", "--eval_time", "2.0")
+                      "--checkpoints", "2", "--select_episodes", "2", "--eval_episodes", "1", "--eval_time", "2.0",
+                      "--train_threads", "1")
     return out, result
 
 
@@ -81,6 +82,7 @@ def test_loop_connects_the_pieces(loop_run) -> None:
     params = json.loads((run_dir / "params.json").read_text())
     # LAPO's part of the recipe: decaying learning rates, weights read from the episode's reward-to-go
     assert (params["lr_schedule"], params["advantage_estimate"], params["aux_action_weight"]) == ("cosine", "mc", 1.0)
+    assert params["threads"] == 1  # --train_threads reaches the training run
     assert (run_dir / "training_curves.png").is_file()
     # Both saved checkpoints ran the validation seeds in-process; the evaluated one is the choice.
     rollouts = json.loads((run_dir / "rollouts.json").read_text())

@@ -286,6 +286,29 @@ def test_bc_algo_and_cli_errors(sample_file, tmp_path, caplog):
     assert "absolute actions ['*finger*'] match no action name of the data: ['action_0'" in caplog.text
 
 
+def test_threads_hold_for_the_run_only(sample_file, tmp_path, monkeypatch, caplog):
+    from lapo_learning import train
+    seen = []
+
+    def fake_train(args):  # what matters is the pool size while training runs
+        seen.append(torch.get_num_threads())
+        if len(seen) == 2:
+            raise ValueError("bad data")
+
+    monkeypatch.setattr(train, "train", fake_train)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        base = ["--hdf5_path", str(sample_file), "--results_dir", str(tmp_path), "--device", "cpu"]
+        assert train.main([*base, "--threads", "2"]) == 0
+        assert train.main([*base, "--threads", "2"]) == 1  # a failed run gives the threads back too
+        assert seen == [2, 2] and torch.get_num_threads() == 1
+        assert train.main([*base, "--threads", "0"]) == 2
+        assert "--threads must be > 0" in caplog.text
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("algo", ["lapo", "bc"])
 def test_action_chunks_train_and_ensemble_in_select_action(algo, sample_file, tmp_path):
     run_dir = run_train(sample_file, tmp_path, f"chunk_{algo}", 300, "--algo", algo, "--action_chunk", "4",

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
            "position-commanded and move little per tick)")
     add_recipe_flags(a)
     a("--device", default="cpu", help="torch device for training (default: %(default)s)")
+    a("--train_threads", type=int, default=len(os.sched_getaffinity(0)),
+      help="CPU threads of the training phase: nothing else of the loop runs meanwhile (default: the cores this "
+           "process may use, %(default)s here; 1 when other jobs share the machine)")
     a("--eval_episodes", type=int, default=6, help="evaluation episodes (default: %(default)s)")
     a("--eval_seed", type=int, default=1000,
       help="sim seed of the evaluation: episode e uses eval_seed+e, disjoint from the demos (default: %(default)s)")
@@ -96,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for name in ("episodes", "steps", "batch_size", "eval_episodes", "action_chunk", "checkpoints", "workers"):
+    for name in ("episodes", "steps", "batch_size", "train_threads", "eval_episodes", "action_chunk", "checkpoints",
+                 "workers"):
         if getattr(args, name) <= 0:
             p.error(f"--{name} must be > 0, got {getattr(args, name)}")
     try:
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                                 action_space=args.action_space, action_chunk=args.action_chunk,
                                 latent_dim=args.latent_dim, aux_action_weight=args.aux_action_weight,
                                 ema_decay=args.ema_decay, image_size=tuple(args.model_image_size), crops=args.crop,
-                                checkpoints=args.checkpoints)
+                                checkpoints=args.checkpoints, threads=args.train_threads)
         run_dir = (settings.out / "results" / f"Exp{exp_id}" / RUN_SUBDIR if args.skip_training
                    else train_policy(settings, train_cfg, dataset_dir, exp_id))
         t_train = time.perf_counter()

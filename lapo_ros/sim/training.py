@@ -63,6 +63,7 @@ class TrainConfig:
     image_size: tuple[int, int] | None = (48, 64)  # model input (H, W); None: the recorded size
     crops: tuple[Crop, ...] = DEFAULT_CROPS
     checkpoints: int = 1  # resumable checkpoints saved along the run (model_<step>.pth), to choose from
+    threads: int | None = None  # lapo_learning.train --threads; None: the process's torch setting
     extra_args: tuple[str, ...] = ()  # further lapo_learning.train flags, as given
 
 
@@ -119,6 +120,8 @@ def train_policy(settings: RunSettings, cfg: TrainConfig, dataset_dir: Path, exp
             "--device", cfg.device,
             "--seed", str(cfg.seed), "--action_space", cfg.action_space, "--action_chunk", str(cfg.action_chunk),
             "--latent_dim", str(cfg.latent_dim), *load]
+    if cfg.threads is not None:
+        argv += ["--threads", str(cfg.threads)]
     if cfg.algo == "lapo":
         argv += ["--aux_action_weight", str(cfg.aux_action_weight), "--max_latent_action", str(cfg.max_latent_action),
                  "--vae_lr", str(cfg.lapo_lr), "--actor_lr", str(cfg.lapo_lr), "--lr_schedule", cfg.lapo_lr_schedule,
