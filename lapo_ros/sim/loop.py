@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="image size the recorder stores; the model sees --crop of it at --model_image_size (default: 144 192)")
     a("--render_size", type=int, nargs=2, default=None, metavar=("H", "W"),
       help="sim camera size (default: --image_size)")
-    a("--steps", type=int, default=7000, help="training steps (default: %(default)s)")
-    a("--batch_size", type=int, default=48, help="training batch size (default: %(default)s)")
+    a("--steps", type=int, default=8000, help="training steps (default: %(default)s)")
+    a("--batch_size", type=int, default=64, help="training batch size (default: %(default)s)")
     a("--algo", choices=("lapo", "bc"), default="bc",
       help="lapo, or bc (the default: the recipe that does the task within the demo's minutes of CPU, see "
            "README 'Benchmarks')")
