@@ -12,5 +12,6 @@ cd "$(dirname "$0")/.."
 export MUJOCO_GL="${MUJOCO_GL:-osmesa}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-osmesa}"
 # One torch thread per process unless told otherwise: the loop's processes share the CPU, and
 # oversubscribed OpenMP threads made training here 10x slower (1.4 vs 15 steps/s beside one other job).
+# The training phase, which runs alone, takes every core (--train_threads).
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 exec .venv/bin/python -m lapo_ros.sim.loop "$@"
