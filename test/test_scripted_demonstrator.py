@@ -7,7 +7,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from lapo_ros.sim.demonstrator import (  # noqa: E402
-    FAILURE_MODES, LOOK_T, ArmIK, DemonstratorConfig, ScriptedDemonstrator, run_episode,
+    FAILURE_MODES, LOOK_T, MAX_GRASP_JITTER, ArmIK, DemonstratorConfig, ScriptedDemonstrator, run_episode,
 )
 from lapo_ros.sim.world import SimWorld, SimWorldConfig  # noqa: E402
 
@@ -212,6 +212,46 @@ def test_the_left_arm_reaches_for_the_cube_it_sees(world: SimWorld) -> None:
                                np.array(demo.config.meet_point) + [-0.012, 0.0, 0.0], atol=2e-3)
 
 
+def right_grip_point(world: SimWorld, command: np.ndarray) -> np.ndarray:
+    ik = ArmIK(world.model, "right")
+    ik.set_joints(command[8:14])
+    return ik.forward()[0]
+
+
+def test_grasp_jitter_shifts_the_grasp_along_the_approach_and_the_hand_over_follows_the_cube(world: SimWorld) -> None:
+    """grasp_jitter moves the right grasp toward or away from the right arm's base (the cube then
+    sits 2 cm deeper or shallower in the gripper), and the left arm still completes the hand-over,
+    because it goes to the cube it sees, not to where the right gripper is."""
+    close = int(2.4 / DemonstratorConfig.control_dt)  # the right fingers have closed
+    base = ArmIK(world.model, "right").base_pos
+    shifts, holds = [], []
+    for seed in (1, 2, 3, 4, 5, 6):
+        world.reset(seed)
+        cube, joints = world.cube_pose(), world.joint_positions()
+        plans = {}
+        for jitter in (0.0, MAX_GRASP_JITTER):
+            demo = ScriptedDemonstrator(DemonstratorConfig(grasp_jitter=jitter), model=world.model)
+            demo.plan(cube, joints, seed=seed)
+            plans[jitter] = np.array([demo.next_command() for _ in range(demo.num_ticks)])
+        shift = right_grip_point(world, plans[MAX_GRASP_JITTER][close]) - right_grip_point(world, plans[0.0][close])
+        toward_base = (base - cube[:3]) * [1.0, 1.0, 0.0]
+        toward_base /= np.linalg.norm(toward_base)
+        np.testing.assert_allclose(shift, np.dot(shift, toward_base) * toward_base, atol=1e-3)  # along the approach
+        shifts.append(np.dot(shift, toward_base))
+        # Played in MuJoCo: the cube's place in the right gripper when the left arm looks, and the outcome.
+        demo = ScriptedDemonstrator(DemonstratorConfig(grasp_jitter=MAX_GRASP_JITTER), model=world.model)
+        demo.plan(cube, joints, seed=seed)
+        for tick in range(demo.num_ticks):
+            command = demo.next_command(world.cube_pose())
+            world.step(command)
+            if tick == int(LOOK_T / demo.config.control_dt):
+                holds.append(np.dot(world.cube_pose()[:3] - right_grip_point(world, world.joint_positions()),
+                                    toward_base))
+        assert world.success(), f"seed {seed}: grasp shifted {shifts[-1]:+.3f} m, no hand-over"
+    assert max(np.abs(shifts)) <= MAX_GRASP_JITTER + 1e-3 and np.ptp(shifts) > MAX_GRASP_JITTER
+    assert np.ptp(holds) > 0.01  # the demonstrations show the cube at different places in the gripper
+
+
 def test_ik_reaches_a_reachable_pose(world: SimWorld) -> None:
     ik = ArmIK(world.model, "right")
     ik.set_joints(np.array([0.3, -0.2, 0.4, 0.2, 0.5, -0.3]))
@@ -232,5 +272,7 @@ def test_errors() -> None:
         DemonstratorConfig(noise_std=-0.1).validate()
     with pytest.raises(ValueError, match="meet_jitter"):
         DemonstratorConfig(meet_jitter=-0.01).validate()
+    with pytest.raises(ValueError, match=r"grasp_jitter must be in \[0, 0.02\] m, got 0.05"):
+        DemonstratorConfig(grasp_jitter=0.05).validate()
     with pytest.raises(RuntimeError, match="plan"):
         ScriptedDemonstrator().next_command()

@@ -295,6 +295,7 @@ def test_demonstrator_fails_in_the_asked_mode(probe: Probe) -> None:
 
 @pytest.mark.parametrize("param, name", [("camera_rate:=100.0", "camera_rate"),
                                          ("failure_mode:=sideways", "failure_mode"),
+                                         ("grasp_jitter:=0.05", "grasp_jitter"),
                                          ("success_hold:=-1.0", "success_hold")])
 def test_invalid_parameters_exit_nonzero(param: str, name: str) -> None:
     proc = start_node(param)

@@ -9,7 +9,9 @@ hand-over point (LOOK_T), the left arm's reach is re-planned to where the cube i
 pose to ``next_command``). The hand-over point varies per episode by up to ``meet_jitter`` in x and
 z, so the demonstrations show the left gripper going to the cube, not to a fixed point: a policy's
 right arm places it within a centimetre or two of the demonstrated point, and a left arm that had
-learnt the point closed on air (measured: the cube 1-1.7 cm off in x on failed hand-overs).
+learnt the point closed on air (measured: the cube 1-1.7 cm off in x on failed hand-overs). Where the
+cube sits in the right gripper can vary as well, by up to ``grasp_jitter`` along the right grasp's
+approach (off by default: it did not raise a trained policy's success, README "Simulated robot").
 
 Hand-over geometry: the right gripper picks the cube pitched down from the +x side with its
 fingers on the cube's +-y faces; the left gripper comes horizontally from the -x side rolled by
@@ -63,6 +65,8 @@ LOOK_T = 3.6
 # The operator re-aims only at a cube this close to where it expects it: a cube still on the table
 # (grasp_offset) or held far off (wrong_height) is the mistake of those modes, not a new target.
 LOOK_RADIUS = 0.05
+# The cube is 4 cm: a grasp shifted further along the approach than this closes on its edge.
+MAX_GRASP_JITTER = 0.02
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class DemonstratorConfig:
     pick_pitch_deg: float = 60.0  # right gripper tilt below horizontal when picking
     meet_point: tuple[float, float, float] = (0.0, 0.5, 0.25)  # cube centre at hand-over
     meet_jitter: float = 0.015  # m, uniform per episode in x and z around meet_point (see the module doc)
+    grasp_jitter: float = 0.0  # m, uniform per episode: the right grasp's shift along its approach (module doc)
     time_scale: float = 1.0  # >1 slows the whole motion down
 
     def validate(self) -> None:
@@ -88,6 +93,8 @@ class DemonstratorConfig:
             raise ValueError("control_dt and time_scale must be > 0")
         if self.meet_jitter < 0:
             raise ValueError(f"meet_jitter must be >= 0, got {self.meet_jitter}")
+        if not 0.0 <= self.grasp_jitter <= MAX_GRASP_JITTER:
+            raise ValueError(f"grasp_jitter must be in [0, {MAX_GRASP_JITTER}] m, got {self.grasp_jitter}")
         if not 0.0 <= self.pick_pitch_deg <= 90.0:
             raise ValueError(f"pick_pitch_deg must be in [0, 90], got {self.pick_pitch_deg}")
 
@@ -241,6 +248,8 @@ class ScriptedDemonstrator:
         jitter = self._rng.uniform(-cfg.meet_jitter, cfg.meet_jitter, size=2)
         self._meet_nominal = np.asarray(cfg.meet_point, dtype=np.float64)
         self._meet = self._meet_nominal + np.array([jitter[0], 0.0, jitter[1]])
+        # Drawn after the meet jitter, so that grasp_jitter 0 leaves the earlier draws as they were.
+        self._grasp_shift = self._rng.uniform(-cfg.grasp_jitter, cfg.grasp_jitter) if cfg.grasp_jitter else 0.0
         joint_positions = np.asarray(joint_positions, dtype=np.float64)
         starts = {}
         for i, arm in enumerate(ARMS):
@@ -324,10 +333,11 @@ class ScriptedDemonstrator:
         r_grasp_rot, r_meet_rot = (_pick_frame(r_base, target, cfg.pick_pitch_deg) for target in (cube, meet))
 
         grasp = cube + np.array([0.0, 0.0, 0.005])  # a little high: the tilted tips clear the table
+        toward_base = np.array([r_base[0] - cube[0], r_base[1] - cube[1], 0.0])
+        toward_base /= np.linalg.norm(toward_base)
         mode = self.failure_mode
-        if mode == "grasp_offset":  # horizontally toward the right arm's base, short of the cube
-            toward_base = np.array([r_base[0] - cube[0], r_base[1] - cube[1], 0.0])
-            grasp = grasp + GRASP_OFFSET * toward_base / np.linalg.norm(toward_base)
+        # grasp_offset: its fixed mistake, short of the cube on the right arm's side, instead of the jitter.
+        grasp = grasp + (GRASP_OFFSET if mode == "grasp_offset" else self._grasp_shift) * toward_base
         r_meet = meet + WRONG_HEIGHT_OFFSET if mode == "wrong_height" else meet
         release_t = 3.7 if mode == "early_release" else 5.2
 
@@ -383,13 +393,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="episode i uses sim seed first_seed + i (default: %(default)s)")
     parser.add_argument("--noise-std", type=float, default=0.0,
                         help="std (rad) of the noise on the arm-joint commands (default: %(default)s)")
+    parser.add_argument("--grasp-jitter", type=float, default=DemonstratorConfig.grasp_jitter,
+                        help="m, the right grasp's per-episode shift along its approach, uniform in +-this "
+                             "(default: %(default)s)")
     parser.add_argument("--failure-prob", type=float, default=0.0,
                         help="probability that an episode is botched on purpose (default: %(default)s)")
     parser.add_argument("--failure-mode", choices=(*FAILURE_MODES, ALL_FAILURE_MODES), default=ALL_FAILURE_MODES,
                         help="how a botched episode fails; all: one mode drawn per episode (default: %(default)s)")
     args = parser.parse_args(argv)
     config = DemonstratorConfig(noise_std=args.noise_std, failure_prob=args.failure_prob,
-                                failure_mode=args.failure_mode)
+                                failure_mode=args.failure_mode, grasp_jitter=args.grasp_jitter)
     try:
         config.validate()
     except ValueError as exc:

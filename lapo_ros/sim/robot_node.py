@@ -84,10 +84,12 @@ class SimRobotParams:
     noise_std: float = 0.0
     failure_prob: float = 0.0
     failure_mode: str = ALL_FAILURE_MODES
+    grasp_jitter: float = DemonstratorConfig.grasp_jitter
 
     def demonstrator_config(self) -> DemonstratorConfig:
         return DemonstratorConfig(noise_std=self.noise_std, failure_prob=self.failure_prob,
-                                  failure_mode=self.failure_mode, control_dt=1.0 / self.control_rate)
+                                  failure_mode=self.failure_mode, grasp_jitter=self.grasp_jitter,
+                                  control_dt=1.0 / self.control_rate)
 
     def validate(self) -> None:
         if self.control_rate <= 0 or self.camera_rate <= 0:
@@ -129,6 +131,8 @@ DESCRIPTIONS: dict[str, str] = {
     "failure_prob": "demonstrator: probability that an episode is botched on purpose",
     "failure_mode": f"demonstrator: how a botched episode fails, one of {', '.join(FAILURE_MODES)} "
                     f"(see lapo_ros/sim/demonstrator.py), or {ALL_FAILURE_MODES} (one of them per episode)",
+    "grasp_jitter": "demonstrator: m, the right grasp's per-episode shift along its approach, uniform in "
+                    "+-grasp_jitter (the left arm re-aims at the cube wherever it sits in the right gripper)",
 }
 
 
