@@ -220,7 +220,7 @@ def right_grip_point(world: SimWorld, command: np.ndarray) -> np.ndarray:
 
 def test_grasp_jitter_shifts_the_grasp_along_the_approach_and_the_hand_over_follows_the_cube(world: SimWorld) -> None:
     """grasp_jitter moves the right grasp toward or away from the right arm's base (the cube then
-    sits 2 cm deeper or shallower in the gripper), and the left arm still completes the hand-over,
+    sits up to 2 cm deeper or shallower in the gripper), and the left arm still completes the hand-over,
     because it goes to the cube it sees, not to where the right gripper is."""
     close = int(2.4 / DemonstratorConfig.control_dt)  # the right fingers have closed
     base = ArmIK(world.model, "right").base_pos
