@@ -175,9 +175,11 @@ def test_alike_scenes_give_alike_joint_commands(world: SimWorld) -> None:
     assert np.ptp(ends, axis=0).max() < 0.05
 
 
-def left_grip_point(world: SimWorld, command: np.ndarray) -> np.ndarray:
-    ik = ArmIK(world.model, "left")
-    ik.set_joints(command[0:6])
+def grip_point(world: SimWorld, arm: str, command: np.ndarray) -> np.ndarray:
+    """`arm`'s grip point for 16 joint values (commands or positions), by forward kinematics."""
+    ik = ArmIK(world.model, arm)
+    first = 0 if arm == "left" else 8
+    ik.set_joints(command[first:first + 6])
     return ik.forward()[0]
 
 
@@ -200,22 +202,17 @@ def test_the_left_arm_reaches_for_the_cube_it_sees(world: SimWorld) -> None:
     assert np.linalg.norm(seen[:3] - np.array(demo.config.meet_point)) > 0.003  # this episode's jitter
     aimed = left_plan(seen)
     # The left grip point closes on the cube's -x half, wherever the right arm brought it ...
-    np.testing.assert_allclose(left_grip_point(world, aimed[close]), seen[:3] + [-0.012, 0.0, 0.0], atol=2e-3)
+    np.testing.assert_allclose(grip_point(world, "left", aimed[close]), seen[:3] + [-0.012, 0.0, 0.0], atol=2e-3)
     moved = seen.copy()
     moved[:3] += [0.02, 0.0, -0.01]
-    np.testing.assert_allclose(left_grip_point(world, left_plan(moved)[close]) - left_grip_point(world, aimed[close]),
+    np.testing.assert_allclose(grip_point(world, "left", left_plan(moved)[close])
+                               - grip_point(world, "left", aimed[close]),
                                [0.02, 0.0, -0.01], atol=2e-3)
     # ... the motion before the look is the plan's, and a cube on the table is not reached for.
     np.testing.assert_array_equal(left_plan(moved)[:look], aimed[:look])
     np.testing.assert_array_equal(left_plan(start_cube), left_plan(None))
-    np.testing.assert_allclose(left_grip_point(world, left_plan(None)[close]),
+    np.testing.assert_allclose(grip_point(world, "left", left_plan(None)[close]),
                                np.array(demo.config.meet_point) + [-0.012, 0.0, 0.0], atol=2e-3)
-
-
-def right_grip_point(world: SimWorld, command: np.ndarray) -> np.ndarray:
-    ik = ArmIK(world.model, "right")
-    ik.set_joints(command[8:14])
-    return ik.forward()[0]
 
 
 def test_grasp_jitter_shifts_the_grasp_along_the_approach_and_the_hand_over_follows_the_cube(world: SimWorld) -> None:
@@ -233,7 +230,8 @@ def test_grasp_jitter_shifts_the_grasp_along_the_approach_and_the_hand_over_foll
             demo = ScriptedDemonstrator(DemonstratorConfig(grasp_jitter=jitter), model=world.model)
             demo.plan(cube, joints, seed=seed)
             plans[jitter] = np.array([demo.next_command() for _ in range(demo.num_ticks)])
-        shift = right_grip_point(world, plans[MAX_GRASP_JITTER][close]) - right_grip_point(world, plans[0.0][close])
+        shift = (grip_point(world, "right", plans[MAX_GRASP_JITTER][close])
+                 - grip_point(world, "right", plans[0.0][close]))
         toward_base = (base - cube[:3]) * [1.0, 1.0, 0.0]
         toward_base /= np.linalg.norm(toward_base)
         np.testing.assert_allclose(shift, np.dot(shift, toward_base) * toward_base, atol=1e-3)  # along the approach
@@ -245,7 +243,7 @@ def test_grasp_jitter_shifts_the_grasp_along_the_approach_and_the_hand_over_foll
             command = demo.next_command(world.cube_pose())
             world.step(command)
             if tick == int(LOOK_T / demo.config.control_dt):
-                holds.append(np.dot(world.cube_pose()[:3] - right_grip_point(world, world.joint_positions()),
+                holds.append(np.dot(world.cube_pose()[:3] - grip_point(world, "right", world.joint_positions()),
                                     toward_base))
         assert world.success(), f"seed {seed}: grasp shifted {shifts[-1]:+.3f} m, no hand-over"
     assert max(np.abs(shifts)) <= MAX_GRASP_JITTER + 1e-3 and np.ptp(shifts) > MAX_GRASP_JITTER
