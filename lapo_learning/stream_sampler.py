@@ -5,7 +5,10 @@ for messages without one). A sample at time `now` takes the newest message of ea
 any stream has no message yet or its newest one is more than `max_age` seconds away from `now`,
 the sample is skipped and the offending streams' skip counters are incremented. With
 `reject_nonfinite` (the recorder), a sample whose joints, action or reward hold NaN/inf is skipped
-too and counted per stream in `nonfinite`. Messages are converted lazily, so only the messages
+too and counted per stream in `nonfinite`. With `newer_than` (the recorder: its episode's start
+time), a sample waits, uncounted, until every observation stream (cameras, joints) has a message
+stamped after that time, so an episode never opens with what the robot saw before it (a sim reset
+while paused, frames still in flight). Messages are converted lazily, so only the messages
 that end up in a sample are decoded, each at most once.
 This is what ALOHA 2 and LeRobot do (newest-per-stream at a fixed rate), plus per-stream stamps.
 """
@@ -24,6 +27,9 @@ from lapo_learning.schema import CAMERAS
 JOINT_STREAM = "joint"
 ACTION_STREAM = "action"
 REWARD_STREAM = "reward"
+# Streams that carry the robot's observation; actions and reward are commands/signals that stay in
+# force until replaced (a controller holds its last command), so an episode may start with an older one.
+OBSERVATION_STREAMS = (*CAMERAS, JOINT_STREAM)
 
 
 @dataclass(frozen=True)
@@ -128,13 +134,16 @@ class StreamSampler:
             return f"stamped {-age:.2f} s ahead of this node's clock (max_age {self.max_age:g} s)"
         return None
 
-    def sample(self, now: float) -> Sample | None:
+    def sample(self, now: float, newer_than: float | None = None) -> Sample | None:
         """The sample at `now`, or None (skip counted) when a stream is missing or stale, or
-        (with reject_nonfinite) when its joints, action or reward are not finite."""
+        (with reject_nonfinite) when its joints, action or reward are not finite; or None, not
+        counted, while an observation stream's newest message is stamped at or before `newer_than`."""
         stale = self.stale_streams(now)
         if stale:
             self.skipped.update(stale)
             self.skipped_samples += 1
+            return None
+        if newer_than is not None and any(self.caches[name].stamp() <= newer_than for name in OBSERVATION_STREAMS):
             return None
         values: dict[str, Any] = {}
         stamps: dict[str, float] = {}

@@ -128,5 +128,6 @@ class ObservationInputs:
         """Messages received per stream (for status and diagnostics)."""
         return {name: cache.received for name, cache in self.sampler.caches.items()}
 
-    def sample(self, now: rclpy.time.Time) -> Sample | None:
-        return self.sampler.sample(now.nanoseconds * 1e-9)
+    def sample(self, now: rclpy.time.Time, newer_than: rclpy.time.Time | None = None) -> Sample | None:
+        return self.sampler.sample(now.nanoseconds * 1e-9,
+                                   None if newer_than is None else newer_than.nanoseconds * 1e-9)

@@ -2,7 +2,8 @@
 
 A timer samples the newest message of every stream every 1/record_rate s (node clock, so it
 follows /clock under use_sim_time); a sample with a missing or stale stream (older than max_age),
-or with NaN/inf joints, action or reward, is skipped and counted per stream. A pause longer than
+or with NaN/inf joints, action or reward, is skipped and counted per stream. An episode's first
+sample waits for camera frames and joint states stamped after its `~/start`. A pause longer than
 max_gap_periods record periods marks the next row `after_gap` (no transition across it). Samples
 go through a bounded queue to a writer thread (`lapo_learning.episode_writer.BackgroundWriter`),
 so callbacks never wait for the disk; a full queue drops samples and says so in the log and in
@@ -62,6 +63,7 @@ class Recorder(Node):
         self._next_index = next_episode_index(self.params.output_dir)
         self.episode: int | None = None  # number of the episode being recorded
         self.steps = 0  # samples accepted in the current episode
+        self._episode_start = self.get_clock().now()  # observations must be newer than this
         self._episode_skipped: dict[str, int] = {}
         self._episode_nonfinite: dict[str, int] = {}
         self._episode_dropped = 0
@@ -107,6 +109,7 @@ class Recorder(Node):
         self._next_index = max(self._next_index, next_episode_index(self.params.output_dir))
         self.episode, self._next_index = self._next_index, self._next_index + 1
         self.steps = 0
+        self._episode_start = self.get_clock().now()
         self._episode_skipped = dict(self.inputs.skipped)
         self._episode_nonfinite = dict(self.inputs.nonfinite)
         self._episode_dropped = self.writer.stats.dropped
@@ -183,7 +186,7 @@ class Recorder(Node):
                                     "the samples written before it are kept (marked incomplete)")
             self.episode = None
             return
-        sample = self.inputs.sample(self.get_clock().now())  # InputError propagates: fatal
+        sample = self.inputs.sample(self.get_clock().now(), newer_than=self._episode_start)  # InputError: fatal
         if sample is None:
             return
         self._record(sample)

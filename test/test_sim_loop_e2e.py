@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lapo_learning import load_policy
@@ -68,6 +69,12 @@ def test_loop_connects_the_pieces(loop_run) -> None:
         assert validate_file(f) == [], f
         with open_episode(f) as h:
             assert h.attrs["reward_source"] == "topic"  # the loop records the sim's /reward explicitly
+            actions = h["actions"][:]
+        # Paused from the reset to the recorder's start, each episode is recorded from its first
+        # tick: it opens with the demonstrator's 0.3 s hold at the reset pose (started while the
+        # sim ran, the recording began 0.35-0.6 s in, after it), then the arms move.
+        assert np.abs(np.diff(actions[:6], axis=0)).max() == 0, f
+        assert np.abs(actions[-1] - actions[0]).max() > 0.01, f
     recording = json.loads((out / "recording_summary.json").read_text())
     # The recorder cut each demonstration at 30 samples (1 s of sim time, before any grasp).
     assert [e["outcome"] for e in recording["per_episode"]] == ["timeout", "timeout"]

@@ -22,7 +22,7 @@ from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, Float64MultiArray
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAIN_ID = 1 + os.getpid() % 100
@@ -75,25 +75,31 @@ class Probe:
         self.command_pub = self.node.create_publisher(Float64MultiArray, COMMAND_TOPIC, 10)
         self.clients: dict[str, Client] = {}
 
+    def spin_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.05)
+
     def spin_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             self.executor.spin_once(timeout_sec=0.05)
 
-    def call(self, service: str, timeout: float = 10.0) -> Trigger.Response:
-        """One Trigger call; the request is sent again every 2 s until answered. A request (or its
-        response) sent while the two sides are still matching their endpoints can be lost without
-        an error (ros2/rclcpp#625, ros2/rmw_cyclonedds#74). Repeating is harmless here: ~/status is
-        a query, and a second ~/reset only moves on to the next seed."""
+    def call(self, service: str, timeout: float = 10.0, srv_type: type = Trigger, request=None):
+        """One service call (Trigger unless told); the request is sent again every 2 s until answered.
+        A request (or its response) sent while the two sides are still matching their endpoints can be
+        lost without an error (ros2/rclcpp#625, ros2/rmw_cyclonedds#74). Repeating is harmless here:
+        ~/status is a query, a second ~/reset only moves on to the next seed, ~/pause sets a state."""
+        request = srv_type.Request() if request is None else request
         if service not in self.clients:  # one client per service: each new one must be discovered again
-            self.clients[service] = self.node.create_client(Trigger, service)
+            self.clients[service] = self.node.create_client(srv_type, service)
         client = self.clients[service]
         deadline = time.monotonic() + timeout
         while True:
             assert client.wait_for_service(timeout_sec=max(deadline - time.monotonic(), 0.0)), \
                 f"{service} not offered within {timeout} s"
-            future = client.call_async(Trigger.Request())
+            future = client.call_async(request)
             resend = time.monotonic() + 2.0
             while not future.done() and time.monotonic() < min(resend, deadline):
                 self.executor.spin_once(timeout_sec=0.05)
@@ -201,6 +207,25 @@ class TestSimRobot:
         probe.spin_until(lambda: stamp_s(probe.clock[-1].clock) > before + 0.1, 10, "ticks after reset")
         # Reset restores the home pose and holds it (the old command is forgotten); time keeps going.
         assert abs(probe.joints[-1].position[0]) < 0.05
+
+    def test_pause_stops_time_and_topics_until_resumed(self, sim: subprocess.Popen, probe: Probe) -> None:
+        def pause(value: bool) -> SetBool.Response:
+            return probe.call("/sim_robot/pause", srv_type=SetBool, request=SetBool.Request(data=value))
+
+        assert pause(True).success
+        probe.spin_for(0.3)  # ticks sent before the pause took effect
+        clocks, joints, frames = len(probe.clock), len(probe.joints), len(probe.images["/global/image_raw"])
+        paused_at = stamp_s(probe.clock[-1].clock)
+        assert probe.call("/sim_robot/reset").success  # a reset while paused does not tick either
+        probe.spin_for(1.0)
+        assert (len(probe.clock), len(probe.joints), len(probe.images["/global/image_raw"])) == (clocks, joints, frames)
+        assert f"sim_time={paused_at:.3f}" in probe.call("/sim_robot/status").message
+        assert pause(False).success
+        probe.spin_until(lambda: len(probe.clock) > clocks + 2, 10, "ticks after resuming")
+        # Time goes on from where it stopped, one control period per tick, from the reset pose.
+        assert stamp_s(probe.clock[clocks].clock) == pytest.approx(paused_at + 0.02)
+        assert stamp_s(probe.joints[joints].header.stamp) == pytest.approx(paused_at + 0.02)
+        assert abs(probe.joints[joints].position[0]) < 0.05
 
 
 def test_a_command_that_arrived_during_a_tick_drives_the_next_step() -> None:

@@ -123,3 +123,21 @@ def test_problem_says_why_a_stream_blocks() -> None:
     assert sampler.problem(JOINT_STREAM, 1.05) is None
     assert sampler.problem(JOINT_STREAM, 3.5) == "newest message 2.50 s old (max_age 0.1 s)"
     assert sampler.problem(JOINT_STREAM, 0.5) == "stamped 0.50 s ahead of this node's clock (max_age 0.1 s)"
+
+
+def test_newer_than_waits_uncounted_for_observations_after_it() -> None:
+    """The recorder passes its episode's start: the robot's state from before it (a sim reset while
+    paused, a frame still in flight) never opens an episode, and waiting for it is not a skip. The
+    action and reward stay in force from before (a controller holds its last command)."""
+    sampler, caches, _ = make(with_reward=True)
+    feed(caches, 1.0)
+    assert sampler.sample(1.02, newer_than=1.0) is None
+    caches["left_image"].update(2.0, 1.02, 1.02)
+    caches[JOINT_STREAM].update(2.0, 1.02, 1.02)
+    assert sampler.sample(1.02, newer_than=1.0) is None  # two cameras still from before the start
+    for cam in CAMERAS:
+        caches[cam].update(2.0, 1.02, 1.02)
+    s = sampler.sample(1.03, newer_than=1.0)
+    assert s is not None and float(s.joint) == 2.0 and s.stamps[ACTION_STREAM] == 1.0
+    assert sum(sampler.skipped.values()) == 0 and sampler.skipped_samples == 0 and sampler.sampled == 1
+    assert sampler.sample(1.2, newer_than=1.0) is None and sampler.skipped_samples == 1  # stale still counts

@@ -1,8 +1,11 @@
 """Phase 1 of the sim loop: record scripted demonstrations through the sim robot and recorder nodes.
 
-Per episode: reset the sim (new cube pose, new demonstration), start recording, wait until the
-demonstrator is done (polling /sim_robot/status) or the recorder's step limit, and stop recording
-with the sim's success flag as the outcome. One HDF5 file per episode in the dataset folder.
+Per episode: pause the sim, reset it (new cube pose, new demonstration), start recording, resume,
+wait until the demonstrator is done (polling /sim_robot/status) or the recorder's step limit, and
+stop recording with the sim's success flag as the outcome. One HDF5 file per episode in the dataset
+folder. Paused from the reset to the recorder's start, every episode is recorded from its first
+tick whatever the pace or the load (the recorder waits for observations stamped after its start),
+so the sim may run as fast as it renders: the demonstrator and the recorder follow sim time.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ class RecordConfig:
     max_episode_steps: int = 0  # recorder samples per episode; 0 = until the demonstrator is done
     episode_time_limit: float = 12.0  # s of sim time; the demonstration takes 6.4 s
     record_rate: float = 30.0
+    real_time_factor: float = 10.0  # the sim's pace; rendering caps it (~1.7x real time on 2 cores)
 
 
 def record_demonstrations(settings: RunSettings, cfg: RecordConfig, dataset_dir: Path) -> list[EpisodeResult]:
@@ -43,12 +47,14 @@ def record_demonstrations(settings: RunSettings, cfg: RecordConfig, dataset_dir:
     results: list[EpisodeResult] = []
     try:
         session.start_sim(demonstrator=True, seed=cfg.seed, noise_std=float(cfg.noise_std),
-                          failure_prob=float(cfg.failure_prob), failure_mode=cfg.failure_mode)
+                          failure_prob=float(cfg.failure_prob), failure_mode=cfg.failure_mode,
+                          real_time_factor=float(cfg.real_time_factor))
         session.start_node(RECORDER_NODE, "recorder.yaml", use_sim_time=True, output_dir=str(dataset_dir.resolve()),
                            image_height=settings.image_size[0], image_width=settings.image_size[1],
                            record_rate=float(cfg.record_rate), max_episode_steps=cfg.max_episode_steps,
                            status_period=0.5, **{"reward.topic": sim_topics()["reward"]})  # the sim's stage rewards
         ros = session.connect({f"/{SIM_NODE}/reset": Trigger, f"/{SIM_NODE}/status": Trigger,
+                               f"/{SIM_NODE}/pause": SetBool,
                                f"/{RECORDER_NODE}/start": Trigger, f"/{RECORDER_NODE}/stop": SetBool})
         # The first episode must not start before the recorder receives every stream.
         ros.spin_until(lambda: _recorder_receives_all(ros.recorder_status), settings.startup_timeout,
@@ -66,13 +72,15 @@ def _recorder_receives_all(status: dict[str, str]) -> bool:
 
 
 def _record_one(session: Session, ros: LoopNode, cfg: RecordConfig) -> EpisodeResult:
+    ros.set_bool(f"/{SIM_NODE}/pause", True)
     start = ros.reset_episode()
     response = ros.trigger(f"/{RECORDER_NODE}/start")
     if not response.success:
         raise LoopError(f"/{RECORDER_NODE}/start refused: {response.message}")
     # Only a recorder status stamped after this sim time was sent after the start: the recorder's
     # clock (/clock) never runs ahead of the sim, and it handled the start before we ask.
-    started_at = ros.sim_status().sim_time
+    started_at = start.sim_time
+    ros.set_bool(f"/{SIM_NODE}/pause", False)
 
     def recorder_ended() -> bool:
         return ros.recorder_status_stamp > started_at and ros.recorder_status.get("recording") == "False"

@@ -26,7 +26,10 @@ observation of T, before /clock reaches T, so a recorder pairs each observation 
 applied from it.
 
 Services: ~/reset (std_srvs/Trigger) starts a new episode (cube pose from seed + episode
-number, new demonstration); ~/status (Trigger) answers success = the hand-over has been complete
+number, new demonstration); ~/pause (std_srvs/SetBool, as Gazebo's pause_physics: true stops
+ticking, so sim time, topics and the demonstrator stand still; false resumes where it stopped),
+which lets a client reset and get ready (start a recorder) before the episode's first tick
+whatever the pace or the load; ~/status (Trigger) answers success = the hand-over has been complete
 for success_hold s without a break at some point of this episode (world.py: the complete state
 alone flickers while a dropped cube brushes the left fingers), with the episode, seed, stage
 reward (0..4), demonstration state and its failure mode (failure=none for a clean one) in the message.
@@ -45,7 +48,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, Float64MultiArray
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 
 from lapo_ros.image_msgs import rgb_to_image_msg
 from lapo_ros.node_runner import run_node
@@ -168,6 +171,7 @@ class SimRobotNode(Node):
         self._command = self._world.joint_positions()
         self._demo_reported = False  # "demonstration finished" logged once per episode
         self._succeeded = False  # the hand-over held for success_hold in this episode
+        self._paused = False
 
         self._demo: ScriptedDemonstrator | None = None
         if p.demonstrator:
@@ -185,6 +189,7 @@ class SimRobotNode(Node):
         }
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_service(Trigger, "~/status", self._on_status)
+        self.create_service(SetBool, "~/pause", self._on_pause)
 
         self._start_episode()
         # The node is the clock source, so its pacing timer must not follow /clock (use_sim_time).
@@ -214,6 +219,12 @@ class SimRobotNode(Node):
         response.success = True
         response.message = f"episode {self._episode} seed {self._seed()}"
         self.get_logger().info(f"reset: {response.message}")
+        return response
+
+    def _on_pause(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        self._paused = bool(request.data)
+        response.success = True
+        response.message = f"{'paused' if self._paused else 'running'} at sim_time={self._sim_ns / 1e9:.3f}"
         return response
 
     def _on_status(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -256,6 +267,8 @@ class SimRobotNode(Node):
             self.get_logger().info(f"demonstration {self._episode} finished, success={self._succeeded}")
 
     def _tick(self) -> None:
+        if self._paused:
+            return
         if self._demo is None:
             self._take_commands()
         self._world.step(self._command)

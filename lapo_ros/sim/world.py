@@ -184,6 +184,9 @@ class SimWorld:
         return self._renderer.render()
 
     def _make_renderer(self) -> mujoco.Renderer:
+        # No multisample anti-aliasing: under OSMesa it costs 45% of a frame (three 144x192 cameras:
+        # 31 -> 17 ms), and policies trained on anti-aliased frames did as well without (README).
+        self.model.vis.quality.offsamples = 0
         try:
             renderer = mujoco.Renderer(self.model, self.config.image_height, self.config.image_width)
         except mujoco.FatalError as exc:
