@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--out", type=Path, default=Path("demo_output/sim"),
       help="output folder: dataset/, results/, eval/, logs/ (default: %(default)s)")
-    a("--episodes", type=int, default=30, help="demonstrations to record (default: %(default)s)")
+    a("--episodes", type=int, default=50, help="demonstrations to record (default: %(default)s)")
     a("--noise_std", type=float, default=0.0, help="demonstrator command noise, rad (default: %(default)s)")
     a("--failure_prob", type=float, default=0.0,
       help="share of demonstrations botched on purpose (default: %(default)s)")
