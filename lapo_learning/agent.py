@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterator
 
@@ -16,8 +17,8 @@ from lapo_learning.schema import ObservationSchema
 
 ALGOS = ("lapo", "bc")
 ADVANTAGE_WEIGHTINGS = ("expectile", "exponential")
-ADVANTAGE_ESTIMATES = ("td", "mc", "mc_fit")
-RETURN_ESTIMATES = ("mc", "mc_fit")  # advantages from the recorded reward-to-go: s' is not read
+ADVANTAGE_ESTIMATES = ("td", "mc", "mc_fit", "mc_step")
+RETURN_ESTIMATES = ("mc", "mc_fit", "mc_step")  # advantages from the recorded reward-to-go: s' is not read
 MAX_EXP_WEIGHT = 100.0  # AWR/IQL's cap on exp(A / temperature): one sample cannot own a batch
 
 
@@ -59,7 +60,10 @@ class AgentConfig:
     advantage_weighting: str = "expectile"
     advantage_temperature: float = 0.1
     # "expectile": the high weight needs A > advantage_margin (the reference: 0), so that a critic's noise
-    # around A = 0 on a bad demonstration (rewards all 0, V ~ 0) is not taken for an improvement.
+    # around A = 0 on a bad demonstration (rewards all 0, V ~ 0) is not taken for an improvement. Below 0,
+    # only a clearly worse sample gets the low weight: with "mc_step" the good operators' own spread
+    # around the step's mean return is not taken for a mistake (sim: clean |A| < 3.4, a wrong operator's
+    # A < -4.2, on 95% of samples).
     advantage_margin: float = 0.0
     # LAPO: the advantage the weights read. "td" (the reference): r + gamma V(s') - V(s). "mc": the
     # recorded episode's discounted reward-to-go minus V(s) (AWR's estimate with lambda = 1). Where
@@ -72,6 +76,10 @@ class AgentConfig:
     # reward-to-go (sim, mixed_all: 3-15 against 20-43), so with "mc" a bad operator's actions
     # look good wherever any reward still lies ahead of them. Where the operators agree, "mc_fit"
     # puts half the good samples below their baseline (sim, clean: 0.54 against mc's 0.72).
+    # "mc_step": the reward-to-go minus its mean over the training episodes at the same step of the
+    # episode, a baseline that sees no state: once a wrong operator's arm is on its way, V(s) and the
+    # fitted baseline see where it goes and expect its low return, so its later actions get A ~ 0 and
+    # a third of them the high weight (sim, mixed_left_miss); against the step's mean they stay below.
     advantage_estimate: str = "td"
     # Decay of an exponential moving average of the weights, which validation, the saved policies and
     # inference use (Diffusion Policy's and robomimic's EMA); 0 = the last weights, as trained.
@@ -98,8 +106,8 @@ class AgentConfig:
         if self.advantage_estimate not in ADVANTAGE_ESTIMATES:
             raise ValueError(f"advantage_estimate must be one of {ADVANTAGE_ESTIMATES}, "
                              f"got {self.advantage_estimate!r}")
-        if self.advantage_margin < 0:
-            raise ValueError(f"advantage_margin must be >= 0, got {self.advantage_margin}")
+        if not math.isfinite(self.advantage_margin):
+            raise ValueError(f"advantage_margin must be finite, got {self.advantage_margin}")
         if self.advantage_temperature <= 0:
             raise ValueError(f"advantage_temperature must be > 0, got {self.advantage_temperature}")
         if not 0.0 < self.augment_crop <= 1.0:

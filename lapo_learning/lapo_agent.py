@@ -10,7 +10,8 @@ Per train step, on one batch:
    exp(A / temperature) normalised over the batch), A = r + gamma(1-d) V(s') - V(s) from the updated
    critic (V(s') is the critic's estimate of Q'(s', a'(s')), as in the reference); with
    advantage_estimate "mc", A = the episode's discounted reward-to-go - V(s); with "mc_fit", the
-   reward-to-go minus a baseline head regressed on it (on detached features) in the critic step.
+   reward-to-go minus a baseline head regressed on it (on detached features) in the critic step;
+   with "mc_step", the reward-to-go minus its mean over the training episodes at the same step.
 3. Latent actor on detached features: maximise Q1(s, decode_target(s, max_latent*tanh(.))).
 4. Polyak averaging (tau) of critic, actor and VAE targets.
 
@@ -207,7 +208,9 @@ class LAPOAgent(Agent):
         with torch.no_grad():
             baseline = (self.return_head(feat) if self.return_head is not None
                         else self.critic.v(feat).clamp(self.min_v, self.max_v))
-            if c.advantage_estimate in RETURN_ESTIMATES:
+            if c.advantage_estimate == "mc_step":
+                adv = batch.returns - batch.step_mean_return
+            elif c.advantage_estimate in RETURN_ESTIMATES:
                 adv = batch.returns - baseline
             elif next_feat is None:
                 raise ValueError('advantage_estimate "td" needs the features of s\' (next_feat is None)')

@@ -29,6 +29,9 @@ class Batch:
     # scaled discounted reward-to-go of the rest of the sample's recorded episode [B,1] (no bootstrap
     # past its end): LAPO's Monte-Carlo advantage (AgentConfig.advantage_estimate "mc")
     returns: torch.Tensor
+    # the mean of `returns` over the buffer's episodes at the sample's step (its index in its episode)
+    # [B,1]: the baseline of advantage_estimate "mc_step"
+    step_mean_return: torch.Tensor
 
     def __len__(self) -> int:
         return self.action.shape[0]
@@ -86,6 +89,16 @@ def returns_to_go(rewards: np.ndarray, episode_ends: np.ndarray, discount: float
     return out.astype(np.float32)
 
 
+def step_mean_returns(returns: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:
+    """Per sample, the mean of `returns` at its step (index within its episode) over the episodes
+    (`episode_ends` exclusive) that last that long."""
+    starts = np.concatenate([[0], episode_ends[:-1]])
+    step = np.arange(len(returns)) - np.repeat(starts, episode_ends - starts)
+    total = np.bincount(step, weights=returns)
+    count = np.bincount(step)
+    return (total / count)[step].astype(np.float32)
+
+
 class ReplayBuffer:
     def __init__(self, ds: OfflineDataset, episodes: np.ndarray, stats: DatasetStatistics,
                  device: torch.device | str, seed: int, action_chunk: int = 1, discount: float = 0.99) -> None:
@@ -107,7 +120,9 @@ class ReplayBuffer:
         self.reward = put(reward).unsqueeze(1)
         # Whole episodes, in order: the subset's episode ends are the cumulative episode lengths.
         lengths = ds.episode_ends[episodes] - ds.episode_starts[episodes]
-        self.returns = put(returns_to_go(reward, np.cumsum(lengths), discount)).unsqueeze(1)
+        returns = returns_to_go(reward, np.cumsum(lengths), discount)
+        self.returns = put(returns).unsqueeze(1)
+        self.step_mean_return = put(step_mean_returns(returns, np.cumsum(lengths))).unsqueeze(1)
         self.not_done = put((~ds.terminals[idx]).astype(np.float32)).unsqueeze(1)
         self.next = put(nxt)
         self.td_indices = put(np.nonzero(ds.usable_for_td()[idx])[0])
@@ -137,6 +152,7 @@ class ReplayBuffer:
             next_images=[img.index_select(0, n) for img in self.images],
             next_joint=self.joint.index_select(0, n),
             returns=self.returns.index_select(0, i),
+            step_mean_return=self.step_mean_return.index_select(0, i),
         )
 
     def iterate(self, batch_size: int):

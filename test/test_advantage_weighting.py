@@ -10,7 +10,7 @@ import torch
 from lapo_learning.agent import MAX_EXP_WEIGHT, AgentConfig
 from lapo_learning.dataset import load_dataset
 from lapo_learning.lapo_agent import LAPOAgent
-from lapo_learning.replay import ReplayBuffer, fit_statistics, returns_to_go
+from lapo_learning.replay import ReplayBuffer, fit_statistics, returns_to_go, step_mean_returns
 
 REWARDS = torch.tensor([[-0.5], [-0.01], [0.0], [0.01], [0.2], [3.0]])
 
@@ -42,9 +42,12 @@ def test_expectile_weights_follow_the_sign_only(sample_file):
     assert torch.allclose(w, torch.tensor([0.2, 0.2, 0.2, 0.8, 0.8, 0.8]))
 
 
-def test_expectile_margin_keeps_noise_around_zero_low(sample_file):
+def test_expectile_margin_sets_where_the_high_weight_starts(sample_file):
     w = weights_for(sample_file, expectile=0.8, advantage_margin=0.05)
     assert torch.allclose(w, torch.tensor([0.2, 0.2, 0.2, 0.2, 0.8, 0.8]))
+    # Below 0, only the clearly worse sample keeps the low weight.
+    w = weights_for(sample_file, expectile=0.8, advantage_margin=-0.05)
+    assert torch.allclose(w, torch.tensor([0.2, 0.8, 0.8, 0.8, 0.8, 0.8]))
 
 
 def test_exponential_weights_grow_with_the_advantage(sample_file):
@@ -112,8 +115,37 @@ def test_bad_weighting_settings_are_refused():
     with pytest.raises(ValueError, match="advantage_weighting"):
         AgentConfig(advantage_weighting="softmax")
     with pytest.raises(ValueError, match="advantage_margin"):
-        AgentConfig(advantage_margin=-0.1)
+        AgentConfig(advantage_margin=float("nan"))
     with pytest.raises(ValueError, match="advantage_estimate"):
         AgentConfig(advantage_estimate="gae")
     with pytest.raises(ValueError, match="advantage_temperature"):
         AgentConfig(advantage_weighting="exponential", advantage_temperature=0.0)
+
+
+def test_step_mean_returns_average_each_step_over_the_episodes_that_reach_it():
+    returns = np.array([4.0, 2.0, 1.0, 0.0, 0.0, 2.0, 1.0, 5.0], dtype=np.float32)  # episodes of 3, 2, 3
+    np.testing.assert_allclose(step_mean_returns(returns, np.array([3, 5, 8])),
+                               [2.0, 1.0, 3.0, 2.0, 1.0, 2.0, 1.0, 3.0])
+
+
+def test_mc_step_estimate_keeps_the_worse_operator_below_whatever_v_says(sample_file):
+    """Two operators over the same steps, episodes returning 3 and 1: against the step's mean return
+    (2) every sample of the first is above and every one of the second below, whatever V(s) says
+    (here 3 everywhere, which would put both at or below A = 0 with "mc")."""
+    torch.manual_seed(0)
+    ds = load_dataset(sample_file)
+    episodes = np.arange(ds.n_episodes)
+    agent = LAPOAgent(ds.schema, AgentConfig(advantage_estimate="mc_step", expectile=0.9), "cpu",
+                      value_range=(0.0, 3.0))
+    batch = ReplayBuffer(ds, episodes, fit_statistics(ds, ds.episode_indices(episodes)), "cpu", seed=0).sample(8)
+    good = torch.arange(8).unsqueeze(1) % 2 == 0
+    returns = torch.where(good, 3.0, 1.0)
+    batch = dataclasses.replace(batch, returns=returns, step_mean_return=torch.full_like(returns, 2.0))
+    last = agent.critic.v_net[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.constant_(last.bias, 3.0)
+    with torch.no_grad():
+        feat = agent.encoder(batch.images, batch.joint)
+        adv, weights = agent.advantage_weights(feat, None, batch)
+    torch.testing.assert_close(adv, torch.where(good, 1.0, -1.0))
+    torch.testing.assert_close(weights, torch.where(good, 0.9, 0.1))

@@ -18,9 +18,10 @@ from lapo_learning.replay import ReplayBuffer, fit_statistics
                         (True, "cnn_3conv_1fc_0", 1.0, "expectile", "td"),
                         (True, "cnn_3conv_1fc_0", 1.0, "exponential", "td"),
                         (True, "cnn_3conv_1fc_0", 1.0, "expectile", "mc"),
-                        (True, "cnn_3conv_1fc_0", 1.0, "expectile", "mc_fit")],
+                        (True, "cnn_3conv_1fc_0", 1.0, "expectile", "mc_fit"),
+                        (True, "cnn_3conv_1fc_0", 1.0, "expectile", "mc_step")],
                 ids=["joints_to_policy", "features_only", "keypoint_encoder", "aux_action_loss",
-                     "aux_exponential_weights", "aux_mc_advantage", "aux_mc_fit_advantage"])
+                     "aux_exponential_weights", "aux_mc_advantage", "aux_mc_fit_advantage", "aux_mc_step_advantage"])
 def lapo(sample_file, request):
     torch.manual_seed(0)
     ds = load_dataset(sample_file)
