@@ -62,7 +62,7 @@ class AgentConfig:
     # "expectile": the high weight needs A > advantage_margin (the reference: 0), so that a critic's noise
     # around A = 0 on a bad demonstration (rewards all 0, V ~ 0) is not taken for an improvement. Below 0,
     # only a clearly worse sample gets the low weight: with "mc_step" the good operators' own spread
-    # around the step's mean return is not taken for a mistake (sim: clean |A| < 3.4, a wrong operator's
+    # around the step's mean return is not taken for a mistake (sim: clean A > -3.4, a wrong operator's
     # A < -4.2, on 95% of samples).
     advantage_margin: float = 0.0
     # LAPO: the advantage the weights read. "td" (the reference): r + gamma V(s') - V(s). "mc": the
