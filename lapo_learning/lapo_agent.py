@@ -206,17 +206,18 @@ class LAPOAgent(Agent):
         advantage_estimate in RETURN_ESTIMATES, which do not read s'."""
         c = self.config
         with torch.no_grad():
-            baseline = (self.return_head(feat) if self.return_head is not None
-                        else self.critic.v(feat).clamp(self.min_v, self.max_v))
-            if c.advantage_estimate == "mc_step":
+            if c.advantage_estimate == "mc_step":  # a baseline from the data alone: no V(s) to compute
                 adv = batch.returns - batch.step_mean_return
-            elif c.advantage_estimate in RETURN_ESTIMATES:
-                adv = batch.returns - baseline
-            elif next_feat is None:
-                raise ValueError('advantage_estimate "td" needs the features of s\' (next_feat is None)')
             else:
-                next_v = self.critic.v(next_feat).clamp(self.min_v, self.max_v)
-                adv = batch.reward + batch.not_done * c.discount * next_v - baseline
+                baseline = (self.return_head(feat) if self.return_head is not None
+                            else self.critic.v(feat).clamp(self.min_v, self.max_v))
+                if c.advantage_estimate in RETURN_ESTIMATES:
+                    adv = batch.returns - baseline
+                elif next_feat is None:
+                    raise ValueError('advantage_estimate "td" needs the features of s\' (next_feat is None)')
+                else:
+                    next_v = self.critic.v(next_feat).clamp(self.min_v, self.max_v)
+                    adv = batch.reward + batch.not_done * c.discount * next_v - baseline
             if c.advantage_weighting == "expectile":
                 weights = torch.where(adv > c.advantage_margin, c.expectile, 1.0 - c.expectile)
             else:
