@@ -119,10 +119,10 @@ class ReplayBuffer:
         reward = (ds.rewards[idx] / stats.reward_scale).astype(np.float32)
         self.reward = put(reward).unsqueeze(1)
         # Whole episodes, in order: the subset's episode ends are the cumulative episode lengths.
-        lengths = ds.episode_ends[episodes] - ds.episode_starts[episodes]
-        returns = returns_to_go(reward, np.cumsum(lengths), discount)
+        ends = np.cumsum(ds.episode_ends[episodes] - ds.episode_starts[episodes])
+        returns = returns_to_go(reward, ends, discount)
         self.returns = put(returns).unsqueeze(1)
-        self.step_mean_return = put(step_mean_returns(returns, np.cumsum(lengths))).unsqueeze(1)
+        self.step_mean_return = put(step_mean_returns(returns, ends)).unsqueeze(1)
         self.not_done = put((~ds.terminals[idx]).astype(np.float32)).unsqueeze(1)
         self.next = put(nxt)
         self.td_indices = put(np.nonzero(ds.usable_for_td()[idx])[0])
