@@ -80,6 +80,8 @@ class AgentConfig:
     # episode, a baseline that sees no state: once a wrong operator's arm is on its way, V(s) and the
     # fitted baseline see where it goes and expect its low return, so its later actions get A ~ 0 and
     # a third of them the high weight (sim, mixed_left_miss); against the step's mean they stay below.
+    # It is a fraction of the data's largest reward-to-go, so advantage_margin means the same under
+    # any reward scale (stage rewards or the recorder's sparse outcome).
     advantage_estimate: str = "td"
     # Decay of an exponential moving average of the weights, which validation, the saved policies and
     # inference use (Diffusion Policy's and robomimic's EMA); 0 = the last weights, as trained.

@@ -11,7 +11,8 @@ Per train step, on one batch:
    critic (V(s') is the critic's estimate of Q'(s', a'(s')), as in the reference); with
    advantage_estimate "mc", A = the episode's discounted reward-to-go - V(s); with "mc_fit", the
    reward-to-go minus a baseline head regressed on it (on detached features) in the critic step;
-   with "mc_step", the reward-to-go minus its mean over the training episodes at the same step.
+   with "mc_step", the reward-to-go minus its mean over the training episodes at the same step, as a
+   fraction of the largest reward-to-go.
 3. Latent actor on detached features: maximise Q1(s, decode_target(s, max_latent*tanh(.))).
 4. Polyak averaging (tau) of critic, actor and VAE targets.
 
@@ -207,7 +208,7 @@ class LAPOAgent(Agent):
         c = self.config
         with torch.no_grad():
             if c.advantage_estimate == "mc_step":  # a baseline from the data alone: no V(s) to compute
-                adv = batch.returns - batch.step_mean_return
+                adv = batch.step_advantage
             else:
                 baseline = (self.return_head(feat) if self.return_head is not None
                             else self.critic.v(feat).clamp(self.min_v, self.max_v))

@@ -29,9 +29,10 @@ class Batch:
     # scaled discounted reward-to-go of the rest of the sample's recorded episode [B,1] (no bootstrap
     # past its end): LAPO's Monte-Carlo advantage (AgentConfig.advantage_estimate "mc")
     returns: torch.Tensor
-    # the mean of `returns` over the buffer's episodes at the sample's step (its index in its episode)
-    # [B,1]: the baseline of advantage_estimate "mc_step"
-    step_mean_return: torch.Tensor
+    # advantage_estimate "mc_step"'s advantage [B,1]: `returns` minus their mean over the buffer's
+    # episodes at the sample's step (its index in its episode), as a fraction of the buffer's largest
+    # |returns| (step_advantages)
+    step_advantage: torch.Tensor
 
     def __len__(self) -> int:
         return self.action.shape[0]
@@ -99,6 +100,14 @@ def step_mean_returns(returns: np.ndarray, episode_ends: np.ndarray) -> np.ndarr
     return (total / count)[step].astype(np.float32)
 
 
+def step_advantages(returns: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:
+    """`returns` minus step_mean_returns, divided by the largest |returns|: a fraction of the best
+    reward-to-go in the data, so that a margin on it means the same under stage rewards (sim: up to
+    ~46 after scaling) and under the recorder's sparse outcome reward (at most 1)."""
+    scale = float(np.abs(returns).max()) or 1.0
+    return ((returns - step_mean_returns(returns, episode_ends)) / scale).astype(np.float32)
+
+
 class ReplayBuffer:
     def __init__(self, ds: OfflineDataset, episodes: np.ndarray, stats: DatasetStatistics,
                  device: torch.device | str, seed: int, action_chunk: int = 1, discount: float = 0.99) -> None:
@@ -122,7 +131,7 @@ class ReplayBuffer:
         ends = np.cumsum(ds.episode_ends[episodes] - ds.episode_starts[episodes])
         returns = returns_to_go(reward, ends, discount)
         self.returns = put(returns).unsqueeze(1)
-        self.step_mean_return = put(step_mean_returns(returns, ends)).unsqueeze(1)
+        self.step_advantage = put(step_advantages(returns, ends)).unsqueeze(1)
         self.not_done = put((~ds.terminals[idx]).astype(np.float32)).unsqueeze(1)
         self.next = put(nxt)
         self.td_indices = put(np.nonzero(ds.usable_for_td()[idx])[0])
@@ -152,7 +161,7 @@ class ReplayBuffer:
             next_images=[img.index_select(0, n) for img in self.images],
             next_joint=self.joint.index_select(0, n),
             returns=self.returns.index_select(0, i),
-            step_mean_return=self.step_mean_return.index_select(0, i),
+            step_advantage=self.step_advantage.index_select(0, i),
         )
 
     def iterate(self, batch_size: int):

@@ -10,7 +10,7 @@ import torch
 from lapo_learning.agent import MAX_EXP_WEIGHT, AgentConfig
 from lapo_learning.dataset import load_dataset
 from lapo_learning.lapo_agent import LAPOAgent
-from lapo_learning.replay import ReplayBuffer, fit_statistics, returns_to_go, step_mean_returns
+from lapo_learning.replay import ReplayBuffer, fit_statistics, returns_to_go, step_advantages, step_mean_returns
 
 REWARDS = torch.tensor([[-0.5], [-0.01], [0.0], [0.01], [0.2], [3.0]])
 
@@ -128,10 +128,20 @@ def test_step_mean_returns_average_each_step_over_the_episodes_that_reach_it():
                                [2.0, 1.0, 3.0, 2.0, 1.0, 2.0, 1.0, 3.0])
 
 
+def test_step_advantages_are_a_fraction_of_the_best_return_whatever_the_reward_scale():
+    returns = np.array([4.0, 2.0, 1.0, 0.0, 0.0, 2.0, 1.0, 5.0], dtype=np.float32)  # as above
+    ends = np.array([3, 5, 8])
+    expected = (returns - step_mean_returns(returns, ends)) / 5.0
+    np.testing.assert_allclose(step_advantages(returns, ends), expected, rtol=1e-6)
+    # Stage rewards (sim: returns up to ~46) and a sparse outcome (at most 1) meet one margin alike.
+    np.testing.assert_allclose(step_advantages(40.0 * returns, ends), expected, rtol=1e-6)
+    assert not step_advantages(np.zeros(3, dtype=np.float32), np.array([3])).any()  # no reward at all: no NaN
+
+
 def test_mc_step_estimate_keeps_the_worse_operator_below_whatever_v_says(sample_file):
     """Two operators over the same steps, episodes returning 3 and 1: against the step's mean return
-    (2) every sample of the first is above and every one of the second below, whatever V(s) says
-    (here 3 everywhere, which would put both at or below A = 0 with "mc")."""
+    (2) every sample of the first is above and every one of the second below (by a third of the best
+    return), whatever V(s) says (here 3 everywhere, which would put both at or below A = 0 with "mc")."""
     torch.manual_seed(0)
     ds = load_dataset(sample_file)
     episodes = np.arange(ds.n_episodes)
@@ -139,13 +149,13 @@ def test_mc_step_estimate_keeps_the_worse_operator_below_whatever_v_says(sample_
                       value_range=(0.0, 3.0))
     batch = ReplayBuffer(ds, episodes, fit_statistics(ds, ds.episode_indices(episodes)), "cpu", seed=0).sample(8)
     good = torch.arange(8).unsqueeze(1) % 2 == 0
-    returns = torch.where(good, 3.0, 1.0)
-    batch = dataclasses.replace(batch, returns=returns, step_mean_return=torch.full_like(returns, 2.0))
+    step_adv = torch.from_numpy(step_advantages(np.array([3.0, 1.0], dtype=np.float32), np.array([1, 2])))
+    batch = dataclasses.replace(batch, step_advantage=torch.where(good, step_adv[0], step_adv[1]))
     last = agent.critic.v_net[-1]
     torch.nn.init.zeros_(last.weight)
     torch.nn.init.constant_(last.bias, 3.0)
     with torch.no_grad():
         feat = agent.encoder(batch.images, batch.joint)
         adv, weights = agent.advantage_weights(feat, None, batch)
-    torch.testing.assert_close(adv, torch.where(good, 1.0, -1.0))
+    torch.testing.assert_close(adv, torch.where(good, 1.0 / 3.0, -1.0 / 3.0))
     torch.testing.assert_close(weights, torch.where(good, 0.9, 0.1))
