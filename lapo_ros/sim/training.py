@@ -48,12 +48,20 @@ class TrainConfig:
     # from 0.37 to 0.59 over the last 3,000 steps; decayed, it falls to 0.22 and the held-out action
     # error to 0.020 (BC's 0.023).
     lapo_lr_schedule: str = "cosine"  # lapo_learning.train --lr_schedule
-    # LAPO only: the weights read the recorded episode's reward-to-go - V(s), not the reference's
-    # one-step r + gamma V(s') - V(s) (README "Sim success"). On mixed_grasp_offset the one-step sign
-    # gave 36% of the failing operator's samples the high weight and the policy copied a blend (1/20
-    # validation); reward-to-go gives them none (18/20 and 18/20, two training seeds). On the clean
-    # demonstrations, two seeds: 33/40 against 28/40 on validation, 0.87 against 0.69 on evaluation.
-    lapo_advantage_estimate: str = "mc"  # lapo_learning.train --advantage_estimate
+    # LAPO only: how the weights read the demonstrations (README "Sim success", "One LAPO recipe").
+    # The advantage is the recorded episode's discounted reward-to-go minus its mean over the
+    # training episodes at the same step, as a fraction of the largest reward-to-go ("mc_step"): the
+    # reference's one-step r + gamma V(s') - V(s) gave 36% of mixed_grasp_offset's failing
+    # operator's samples the high weight, and "mc" (reward-to-go - V(s)) a third of
+    # mixed_left_miss's, because V sees where the wrong operator's arm is going; mc_step gives them
+    # none. Where the operators agree it splits samples about evenly by episode speed: the margin
+    # leaves the low weight to the clearly worse (clean sim demonstrations: 2-4% of samples; the
+    # mixed sets' wrong operator: 96-97% under stage rewards, all under the outcome reward). At 0.1
+    # the low weight still averaged a tenth of the wrong operator's reach into the policy's, about
+    # the grasp's 1 cm tolerance; at 0.01 a hundredth.
+    lapo_advantage_estimate: str = "mc_step"  # lapo_learning.train --advantage_estimate
+    lapo_advantage_margin: float = -0.085  # lapo_learning.train --advantage_margin
+    lapo_expectile: float = 0.99  # lapo_learning.train --expectile
     # BC only: the policy acts with an average of the weights over the last ~1000 steps (README "Sim
     # success": the same three training runs do 43/60 validation episodes with it, 30/60 with their
     # last weights). LAPO's averaged weights do not act (0/20, against 6/20 for the same run's last
@@ -125,7 +133,8 @@ def train_policy(settings: RunSettings, cfg: TrainConfig, dataset_dir: Path, exp
     if cfg.algo == "lapo":
         argv += ["--aux_action_weight", str(cfg.aux_action_weight), "--max_latent_action", str(cfg.max_latent_action),
                  "--vae_lr", str(cfg.lapo_lr), "--actor_lr", str(cfg.lapo_lr), "--lr_schedule", cfg.lapo_lr_schedule,
-                 "--advantage_estimate", cfg.lapo_advantage_estimate]
+                 "--advantage_estimate", cfg.lapo_advantage_estimate,
+                 "--advantage_margin", str(cfg.lapo_advantage_margin), "--expectile", str(cfg.lapo_expectile)]
     else:
         argv += ["--ema_decay", str(cfg.ema_decay)]
     argv += cfg.extra_args  # last: they override the recipe
