@@ -83,6 +83,12 @@ class AgentConfig:
     # It is a fraction of the data's largest reward-to-go, so advantage_margin means the same under
     # any reward scale (stage rewards or the recorder's sparse outcome).
     advantage_estimate: str = "td"
+    # LAPO with "mc_step", whose advantages are known before training: draw training samples in
+    # proportion to their weight instead of weighting their VAE and aux losses (the same VAE objective
+    # in expectation; the return-weighted resampling of Hong et al., ICLR 2023). With 0.99 / 0.01 a
+    # weighted batch of 64 on half-wrong data holds ~32 samples that count; a drawn one ~64. The
+    # critic then learns from the drawn batches: the values of the better demonstrations' behaviour.
+    advantage_sampling: bool = False
     # Decay of an exponential moving average of the weights, which validation, the saved policies and
     # inference use (Diffusion Policy's and robomimic's EMA); 0 = the last weights, as trained.
     ema_decay: float = 0.0
@@ -108,6 +114,9 @@ class AgentConfig:
         if self.advantage_estimate not in ADVANTAGE_ESTIMATES:
             raise ValueError(f"advantage_estimate must be one of {ADVANTAGE_ESTIMATES}, "
                              f"got {self.advantage_estimate!r}")
+        if self.advantage_sampling and (self.algo != "lapo" or self.advantage_estimate != "mc_step"):
+            raise ValueError("advantage_sampling needs algo lapo and advantage_estimate mc_step (advantages known "
+                             f"before training), got algo {self.algo!r}, advantage_estimate {self.advantage_estimate!r}")
         if not math.isfinite(self.advantage_margin):
             raise ValueError(f"advantage_margin must be finite, got {self.advantage_margin}")
         if self.advantage_temperature <= 0:

@@ -188,7 +188,7 @@ class LAPOAgent(Agent):
         if self.aux_head is not None:
             # LAPO's own objective, the advantage-weighted action error, shapes the encoder for the
             # actions as well as the value; its gradient reaches the encoder in this step only.
-            _, weights = self.advantage_weights(f_d, nf_d, batch)
+            _, weights = self.loss_weights(f_d, nf_d, batch)
             aux = F.mse_loss(self.aux_head(self.policy_input(feat, batch.joint)), batch.action, reduction="none")
             aux_loss = (weights * aux.mean(dim=1, keepdim=True)).mean()
             loss = loss + c.aux_action_weight * aux_loss
@@ -219,16 +219,27 @@ class LAPOAgent(Agent):
                 else:
                     next_v = self.critic.v(next_feat).clamp(self.min_v, self.max_v)
                     adv = batch.reward + batch.not_done * c.discount * next_v - baseline
-            if c.advantage_weighting == "expectile":
-                weights = torch.where(adv > c.advantage_margin, c.expectile, 1.0 - c.expectile)
-            else:
-                weights = torch.exp(adv / c.advantage_temperature).clamp(max=MAX_EXP_WEIGHT)
-                if normalise:
-                    weights = weights / weights.mean()
+            weights = self.weights_of(adv)
+            if c.advantage_weighting == "exponential" and normalise:
+                weights = weights / weights.mean()
         return adv, weights
 
-    def vae_step(self, feat: torch.Tensor, next_feat: torch.Tensor, batch: Batch) -> dict[str, float]:
+    def weights_of(self, adv: torch.Tensor) -> torch.Tensor:
+        """The sample weights of advantages `adv` (exponential ones undivided by their mean)."""
+        c = self.config
+        if c.advantage_weighting == "expectile":
+            return torch.where(adv > c.advantage_margin, c.expectile, 1.0 - c.expectile)
+        return torch.exp(adv / c.advantage_temperature).clamp(max=MAX_EXP_WEIGHT)
+
+    def loss_weights(self, feat: torch.Tensor, next_feat: torch.Tensor | None,
+                     batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advantages and the weights of the VAE and aux losses: ones where the replay buffer drew the
+        samples in proportion to their weights already (advantage_sampling)."""
         adv, weights = self.advantage_weights(feat, next_feat, batch)
+        return adv, (torch.ones_like(weights) if self.config.advantage_sampling else weights)
+
+    def vae_step(self, feat: torch.Tensor, next_feat: torch.Tensor, batch: Batch) -> dict[str, float]:
+        adv, weights = self.loss_weights(feat, next_feat, batch)
         recon, mean, log_var = self.vae(self.policy_input(feat, batch.joint), batch.action)
         # Summed over one action's dimensions, as in the reference, and averaged over a chunk's steps:
         # summed over K*A values it would drown the KL term, and z, not the observation, would carry

@@ -140,6 +140,18 @@ class ReplayBuffer:
         self.size = len(idx)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
+        self.sampling_weights: torch.Tensor | None = None  # None: uniform over td_indices
+
+    def draw_in_proportion(self, weights: torch.Tensor) -> None:
+        """From now on sample() draws sample i with probability proportional to weights[i] (one
+        non-negative weight per sample of the buffer, not all 0)."""
+        w = weights.reshape(-1).to(self.device, torch.float32)
+        if len(w) != self.size or not torch.isfinite(w).all() or (w < 0).any():
+            raise ValueError(f"sampling weights: expected {self.size} finite values >= 0, got {len(w)}")
+        w = w.index_select(0, self.td_indices)
+        if w.sum() <= 0:
+            raise ValueError("sampling weights: every usable transition has weight 0")
+        self.sampling_weights = w
 
     @property
     def reward_range(self) -> tuple[float, float]:
@@ -147,7 +159,10 @@ class ReplayBuffer:
         return float(r.min()), float(r.max())
 
     def sample(self, batch_size: int) -> Batch:
-        pick = torch.randint(len(self.td_indices), (batch_size,), device=self.device, generator=self.generator)
+        if self.sampling_weights is None:
+            pick = torch.randint(len(self.td_indices), (batch_size,), device=self.device, generator=self.generator)
+        else:
+            pick = torch.multinomial(self.sampling_weights, batch_size, replacement=True, generator=self.generator)
         return self.gather(self.td_indices[pick])
 
     def gather(self, i: torch.Tensor) -> Batch:

@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
            "minus its mean over the training episodes at the same step, as a fraction of the largest reward-to-go: a "
            "baseline blind to the state, which keeps a wrong operator's actions below it after its arm has shown "
            "where it goes) (default: %(default)s)")
+    a("--advantage_sampling", action="store_true",
+      help="LAPO with --advantage_estimate mc_step: draw each training batch in proportion to the samples' "
+           "weights instead of weighting their VAE and aux losses (the same VAE objective in expectation, about "
+           "twice the samples that count per batch on half-wrong data); the critic then learns from those batches")
     a("--advantage_temperature", type=float, default=0.1,
       help="temperature of --advantage_weighting exponential; smaller = sharper preference (default: %(default)s)")
     a("--kl_beta", type=float, default=1.0, help="weight of the VAE's KL term")
@@ -177,7 +181,8 @@ def agent_config(args: argparse.Namespace) -> AgentConfig:
         action_chunk=args.action_chunk, latent_dim=args.latent_dim, joints_to_policy=not args.features_only_policy,
         aux_action_weight=args.aux_action_weight, advantage_weighting=args.advantage_weighting,
         advantage_temperature=args.advantage_temperature, advantage_margin=args.advantage_margin,
-        advantage_estimate=args.advantage_estimate, ema_decay=args.ema_decay,
+        advantage_estimate=args.advantage_estimate, advantage_sampling=args.advantage_sampling,
+        ema_decay=args.ema_decay,
     )
 
 
@@ -334,6 +339,8 @@ def train(args: argparse.Namespace) -> Path:
     chunk = agent.config.action_chunk  # a resumed run keeps its checkpoint's chunk size
     train_buf = ReplayBuffer(ds, train_eps, stats, device, seed=args.seed, action_chunk=chunk, discount=args.discount)
     val_buf = ReplayBuffer(ds, val_eps, stats, device, seed=args.seed + 1, action_chunk=chunk, discount=args.discount)
+    if agent.config.advantage_sampling:  # validation keeps uniform samples and weighted errors
+        train_buf.draw_in_proportion(agent.weights_of(train_buf.step_advantage))
     del ds  # the buffers hold what training needs
     start = 0
     if resume is not None:

@@ -159,3 +159,35 @@ def test_mc_step_estimate_keeps_the_worse_operator_below_whatever_v_says(sample_
         adv, weights = agent.advantage_weights(feat, None, batch)
     torch.testing.assert_close(adv, torch.where(good, 1.0 / 3.0, -1.0 / 3.0))
     torch.testing.assert_close(weights, torch.where(good, 0.9, 0.1))
+
+
+def test_advantage_sampling_draws_by_weight_and_leaves_the_losses_unweighted(sample_file):
+    """With advantage_sampling the buffer draws each sample as often as its expectile weight says, and
+    the VAE and aux losses then weigh the drawn samples alike (weighting twice would square it)."""
+    ds = load_dataset(sample_file)
+    episodes = np.arange(ds.n_episodes)
+    buf = ReplayBuffer(ds, episodes, fit_statistics(ds, ds.episode_indices(episodes)), "cpu", seed=0)
+    config = AgentConfig(advantage_estimate="mc_step", expectile=0.9)
+    agent = LAPOAgent(ds.schema, dataclasses.replace(config, advantage_sampling=True), "cpu", value_range=(0.0, 1.0))
+    weights = agent.weights_of(buf.step_advantage)
+    usable = weights.squeeze(1)[buf.td_indices]
+    expected_low = float(usable[usable < 0.5].sum() / usable.sum())  # ~0.1 * 46% / (0.9 * 54% + 0.1 * 46%)
+    assert 0.05 < expected_low < 0.15
+    uniform = buf.sample(20000)
+    assert float((uniform.step_advantage <= 0).float().mean()) > 0.4
+    buf.draw_in_proportion(weights)
+    drawn = buf.sample(20000)
+    assert float((drawn.step_advantage <= 0).float().mean()) == pytest.approx(expected_low, abs=0.01)
+    batch = buf.sample(64)
+    with torch.no_grad():
+        feat = agent.encoder(batch.images, batch.joint)
+    _, loss_weights = agent.loss_weights(feat, None, batch)
+    assert torch.equal(loss_weights, torch.ones_like(loss_weights))
+    _, loss_weights = LAPOAgent(ds.schema, config, "cpu", value_range=(0.0, 1.0)).loss_weights(feat, None, batch)
+    torch.testing.assert_close(loss_weights, torch.where(batch.step_advantage > 0, 0.9, 0.1))
+    with pytest.raises(ValueError, match=f"expected {buf.size} finite values >= 0, got 3"):
+        buf.draw_in_proportion(torch.ones(3))
+    with pytest.raises(ValueError, match="weight 0"):
+        buf.draw_in_proportion(torch.zeros(buf.size))
+    with pytest.raises(ValueError, match="advantage_sampling needs algo lapo and advantage_estimate mc_step"):
+        AgentConfig(advantage_sampling=True)

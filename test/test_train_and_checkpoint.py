@@ -286,6 +286,15 @@ def test_bc_algo_and_cli_errors(sample_file, tmp_path, caplog):
     assert "absolute actions ['*finger*'] match no action name of the data: ['action_0'" in caplog.text
 
 
+def test_advantage_sampling_reaches_the_training_batches(sample_file, tmp_path):
+    # Drawn by weight (0.99 / 0.01), the batches hold almost only samples above the step's mean
+    # return; drawn uniformly, about half of the sample data's are (test_advantage_weighting).
+    run_dir = run_train(sample_file, tmp_path, "drawn", 20, "--eval_freq", "10", "--advantage_estimate", "mc_step",
+                        "--expectile", "0.99", "--advantage_sampling")
+    assert json.loads((run_dir / "params.json").read_text())["advantage_sampling"] is True
+    assert all(float(row["adv_pos_frac"]) > 0.9 for row in progress_rows(run_dir))
+
+
 def test_threads_hold_for_the_run_only(sample_file, tmp_path, monkeypatch, caplog):
     from lapo_learning import train
     seen = []
