@@ -383,7 +383,10 @@ def test_stale_camera_is_skipped_and_counted(ros, tmp_path) -> None:
     assert code == 0, log
     ep = read(tmp_path / "episode_0001.hdf5")
     skipped = json.loads(ep["attrs"]["skipped"])
-    assert skipped["global_image"] > 20 and skipped["left_image"] == 0, skipped
+    # The stale stream is the one blamed; a loaded machine may stall every stream for a tick or two
+    # (CI beside a training: 2 each against the 2 Hz camera's 46).
+    others = max(n for s, n in skipped.items() if s != "global_image")
+    assert skipped["global_image"] > 20 and 10 * others < skipped["global_image"], skipped
     # a 2 Hz camera is fresh (< 0.1 s) in ~20 % of the ticks
     assert 0 < len(ep["timestamps"]) < 0.5 * 2.0 * RATE
     assert np.abs(ep["timestamps"] - ep["stamps"]["global_image"]).max() <= MAX_AGE
