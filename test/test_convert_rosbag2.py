@@ -419,7 +419,11 @@ def test_converter_writes_what_the_recorder_writes_live(tmp_path):
             assert a.attrs[attr] == b.attrs[attr], attr
     check_rows(converted, sent, [*CAMERAS, "joint", "action"])  # exact: the bag's log times
     # The live recorder's rows: the same pairing up to DDS delivery (its stamps are arrival times).
-    assert abs(len(live["timestamps"]) - len(converted["timestamps"])) <= 3
+    # Its episode starts when the start service is handled, later than the bag's start mark by the
+    # call's latency (a few ticks on a loaded machine), so the counts are compared over its own span.
+    first, last = live["timestamps"][0] - 0.5 / RATE, live["timestamps"][-1] + 0.5 / RATE
+    in_span = int(((converted["timestamps"] >= first) & (converted["timestamps"] <= last)).sum())
+    assert abs(in_span - len(live["timestamps"])) <= 2, (in_span, len(live["timestamps"]))
     for data in (live, converted):
         for c, cam in enumerate(CAMERAS):
             counters = [decode(img[0, 0]) for img in data[cam]]
