@@ -422,6 +422,8 @@ def test_converter_writes_what_the_recorder_writes_live(tmp_path):
     # Its episode starts when the start service is handled, later than the bag's start mark by the
     # call's latency (a few ticks on a loaded machine), so the counts are compared over its own span.
     first, last = live["timestamps"][0] - 0.5 / RATE, live["timestamps"][-1] + 0.5 / RATE
+    # That span lies inside the marked episode (started after the start mark, stopped before the stop mark).
+    assert converted["timestamps"][0] - 1 / RATE <= first and last <= converted["timestamps"][-1] + 1 / RATE
     in_span = int(((converted["timestamps"] >= first) & (converted["timestamps"] <= last)).sum())
     assert abs(in_span - len(live["timestamps"])) <= 2, (in_span, len(live["timestamps"]))
     for data in (live, converted):
