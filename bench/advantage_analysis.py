@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from lapo_learning.agent import RETURN_ESTIMATES  # noqa: E402
 from lapo_learning.checkpoint import load_checkpoint, restore_agent  # noqa: E402
 from lapo_learning.dataset import load_dataset  # noqa: E402
+from lapo_learning.episode_writer import FAILURE_MODE_ATTR  # noqa: E402
 from lapo_learning.lapo_agent import LAPOAgent  # noqa: E402
 from lapo_learning.replay import ReplayBuffer  # noqa: E402
 
@@ -47,7 +48,7 @@ def episode_groups(sources: list[str]) -> list[str]:
     for src in sources:
         with h5py.File(src, "r") as f:
             outcome = str(f.attrs.get("outcome", "unknown"))
-            mode = str(f.attrs.get("failure_mode", ""))
+            mode = str(f.attrs.get(FAILURE_MODE_ATTR, ""))
         labels.append(f"{outcome} ({mode})" if mode else outcome)
     return labels
 

@@ -40,6 +40,8 @@ from lapo_learning.schema import CAMERAS, ObservationSchema
 OUTCOMES = ("success", "failure", "timeout")
 COMPRESSIONS = ("lzf", "gzip", "none")
 OUTCOME_ATTR = "outcome"
+# Simulated demonstrations only: the scripted operator's deliberate mistake (lapo_ros.sim.recording writes it).
+FAILURE_MODE_ATTR = "failure_mode"
 LOW_DIM_CHUNK = 256  # rows per chunk of the small per-sample datasets
 RESERVE_NAME = ".lapo_disk_reserve"  # not *.hdf5: loaders never see it
 METADATA_RESERVE = 2 << 20  # bytes of HDF5 metadata a closing flush may write, besides the rows

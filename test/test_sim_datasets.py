@@ -1,5 +1,6 @@
 """Datasets the sim benchmark assembles from recorded episode files (lapo_ros.sim.recording):
-renumbered copies, and the recorder's sparse outcome reward in place of the stage rewards."""
+renumbered copies, the recorder's sparse outcome reward in place of the stage rewards, and the
+demonstrator's failure mode written into the botched demonstrations' files."""
 from pathlib import Path
 
 import h5py
@@ -7,10 +8,11 @@ import numpy as np
 import pytest
 
 from lapo_learning import dataset_format as fmt
-from lapo_learning.episode_writer import EpisodeConfig, EpisodeWriter
+from lapo_learning.episode_writer import FAILURE_MODE_ATTR, EpisodeConfig, EpisodeWriter
 from lapo_learning.schema import CAMERAS
+from lapo_ros.sim.episode_stats import EpisodeResult
 from lapo_ros.sim.processes import LoopError
-from lapo_ros.sim.recording import assemble_dataset
+from lapo_ros.sim.recording import assemble_dataset, label_failure_modes
 
 NAMES = [f"j{i}" for i in range(4)]
 STAGES = [0.0, 1.0, 2.0, 2.0, 3.0, 4.0]  # the sim's stage rewards along one episode
@@ -75,3 +77,18 @@ def test_outcome_reward_needs_the_outcome(tmp_path: Path) -> None:
     with pytest.raises(LoopError, match="episode_0001.hdf5: no 'outcome' attribute"):
         assemble_dataset([path], tmp_path / "outcome", outcome_reward=True)
     assert not (tmp_path / "outcome").exists()  # no dataset under its name, only the .partial
+
+
+def test_failure_modes_are_written_into_the_botched_demonstrations(tmp_path: Path) -> None:
+    outcomes = {"success": "", "failure": "left_miss"}  # a clean demonstration, then a botched one
+    files = [record(tmp_path / "rec" / f"episode_{i:04d}.hdf5", o, True) for i, o in enumerate(outcomes, 1)]
+    results = [EpisodeResult(seed=i, success=o == "success", episode_return=STAGES[-1] if o == "success" else 2.0,
+                             reward_sum=0.0, reward_ticks=0, sim_duration=6.4, commands=0, max_joint_change=0.0,
+                             outcome=o, failure_mode=mode) for i, (o, mode) in enumerate(outcomes.items(), 1)]
+    label_failure_modes(files, results)
+    assert FAILURE_MODE_ATTR not in read(files[0]) and read(files[1])[FAILURE_MODE_ATTR] == "left_miss"
+    mixed = assemble_dataset(files, tmp_path / "mixed")
+    assert read(mixed[1])[FAILURE_MODE_ATTR] == "left_miss"  # it travels into the benchmark's mixed sets
+    # A file more or less than demonstrations (another writer in the folder): no guessing which is which.
+    with pytest.raises(LoopError, match="wrote 2 episode files for 1 demonstrations"):
+        label_failure_modes(files, results[1:])

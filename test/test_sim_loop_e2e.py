@@ -54,7 +54,7 @@ def loop_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     result = run_loop(out, DOMAIN_LOOP, "--episodes", "2", "--max_episode_steps", "30", "--steps", "30",
                       "--algo", "lapo", "--image_size", "48", "48", "--render_size", "48", "64",
                       "--checkpoints", "2", "--select_episodes", "2", "--eval_episodes", "1", "--eval_time", "2.0",
-                      "--train_threads", "1")
+                      "--train_threads", "1", "--failure_prob", "1.0", "--failure_mode", "left_miss")
     return out, result
 
 
@@ -69,6 +69,7 @@ def test_loop_connects_the_pieces(loop_run) -> None:
         assert validate_file(f) == [], f
         with open_episode(f) as h:
             assert h.attrs["reward_source"] == "topic"  # the loop records the sim's /reward explicitly
+            assert h.attrs["failure_mode"] == "left_miss"  # what the sim's demonstrator played, for analyses
             actions = h["actions"][:]
         # Paused from the reset to the recorder's start, each episode is recorded from its first
         # tick: it opens with the demonstrator's 0.3 s hold at the reset pose (started while the
@@ -78,6 +79,7 @@ def test_loop_connects_the_pieces(loop_run) -> None:
     recording = json.loads((out / "recording_summary.json").read_text())
     # The recorder cut each demonstration at 30 samples (1 s of sim time, before any grasp).
     assert [e["outcome"] for e in recording["per_episode"]] == ["timeout", "timeout"]
+    assert [e["failure_mode"] for e in recording["per_episode"]] == ["left_miss", "left_miss"]
     assert all(e["commands"] > 0 for e in recording["per_episode"])  # the demonstrator published
 
     run_dir = out / "results" / "Expsim" / "multimodal_robot"
@@ -184,6 +186,10 @@ def test_empty_dataset_is_a_clear_error(tmp_path: Path) -> None:
 def test_parse_sim_status() -> None:
     s = parse_sim_status(True, "episode=3 seed=1003 reward=4 demonstrator=done sim_time=12.340")
     assert (s.success, s.episode, s.seed, s.reward, s.demonstrator, s.sim_time) == (True, 3, 1003, 4.0, "done", 12.34)
+    assert s.failure == ""  # no demonstrator's failure field
+    botched = "episode=3 seed=1003 reward=2 demonstrator=done failure=wrong_height sim_time=12.340"
+    assert parse_sim_status(False, botched).failure == "wrong_height"
+    assert parse_sim_status(True, botched.replace("wrong_height", "none")).failure == ""
     with pytest.raises(ValueError, match="no field 'sim_time'"):
         parse_sim_status(False, "episode=3 seed=1003 reward=4 demonstrator=done")
     with pytest.raises(ValueError, match="malformed"):

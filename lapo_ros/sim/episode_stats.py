@@ -34,10 +34,12 @@ class SimStatus:
     reward: float  # current stage reward
     demonstrator: str  # "off", "running" or "done"
     sim_time: float  # seconds since the node started (monotonic across resets)
+    failure: str = ""  # the demonstrator's failure mode this episode; "" for a clean one or none running
 
 
 def parse_sim_status(success: bool, message: str) -> SimStatus:
-    """Parse `episode=1 seed=1 reward=0 demonstrator=running sim_time=1.234`.
+    """Parse `episode=1 seed=1 reward=0 demonstrator=running sim_time=1.234` (plus `failure=MODE`
+    while a demonstrator runs, `none` for a clean demonstration).
 
     Raises ValueError naming the missing or malformed field, so that a change of the sim node's
     message format fails loudly instead of silently reading zeros.
@@ -46,7 +48,8 @@ def parse_sim_status(success: bool, message: str) -> SimStatus:
     try:
         return SimStatus(success=bool(success), episode=int(fields["episode"]), seed=int(fields["seed"]),
                          reward=float(fields["reward"]), demonstrator=fields["demonstrator"],
-                         sim_time=float(fields["sim_time"]))
+                         sim_time=float(fields["sim_time"]),
+                         failure="" if fields.get("failure", "none") == "none" else fields["failure"])
     except KeyError as exc:
         raise ValueError(f"sim status message {message!r} has no field {exc.args[0]!r}") from exc
     except ValueError as exc:
@@ -97,6 +100,7 @@ class EpisodeResult:
     commands: int  # commands seen on the command topic during the episode
     max_joint_change: float  # rad
     outcome: str = ""  # recording: the recorder's outcome (success, failure, timeout)
+    failure_mode: str = ""  # recording: the demonstrator's failure mode, "" for a clean demonstration
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

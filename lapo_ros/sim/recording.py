@@ -3,9 +3,11 @@
 Per episode: pause the sim, reset it (new cube pose, new demonstration), start recording, resume,
 wait until the demonstrator is done (polling /sim_robot/status) or the recorder's step limit, and
 stop recording with the sim's success flag as the outcome. One HDF5 file per episode in the dataset
-folder. Paused from the reset to the recorder's start, every episode is recorded from its first
-tick whatever the pace or the load (the recorder waits for observations stamped after its start),
-so the sim may run as fast as it renders: the demonstrator and the recorder follow sim time.
+folder; a botched demonstration's file also names the demonstrator's failure mode (attribute
+`failure_mode`, which the recorder cannot know), so that analyses can group samples by it. Paused
+from the reset to the recorder's start, every episode is recorded from its first tick whatever the
+pace or the load (the recorder waits for observations stamped after its start), so the sim may run
+as fast as it renders: the demonstrator and the recorder follow sim time.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from std_srvs.srv import SetBool, Trigger
 from tqdm import tqdm
 
 from lapo_learning.dataset_format import REWARDS_KEY, validate_file
-from lapo_learning.episode_writer import OUTCOME_ATTR
+from lapo_learning.episode_writer import FAILURE_MODE_ATTR, OUTCOME_ATTR
 from lapo_ros.sim.demonstrator import ALL_FAILURE_MODES
 from lapo_ros.sim.episode_stats import EpisodeResult, SimStatus
 from lapo_ros.sim.processes import RECORDER_NODE, SIM_NODE, LoopError, LoopNode, RunSettings, Session, sim_topics
@@ -45,6 +47,7 @@ def record_demonstrations(settings: RunSettings, cfg: RecordConfig, dataset_dir:
     """Record `cfg.episodes` scripted demonstrations into `dataset_dir` (one HDF5 file each)."""
     session = Session(settings, f"record_{dataset_dir.name}")
     results: list[EpisodeResult] = []
+    earlier = set(dataset_dir.glob("episode_*.hdf5"))
     try:
         session.start_sim(demonstrator=True, seed=cfg.seed, noise_std=float(cfg.noise_std),
                           failure_prob=float(cfg.failure_prob), failure_mode=cfg.failure_mode,
@@ -63,7 +66,21 @@ def record_demonstrations(settings: RunSettings, cfg: RecordConfig, dataset_dir:
             results.append(_record_one(session, ros, cfg))
     finally:
         session.close()
+    # After the recorder has exited: its writer thread no longer holds the files.
+    label_failure_modes(sorted(set(dataset_dir.glob("episode_*.hdf5")) - earlier), results)
     return results
+
+
+def label_failure_modes(files: list[Path], results: list[EpisodeResult]) -> None:
+    """Write each botched demonstration's failure mode into its episode file (`files`: the files the
+    recorder wrote, one per entry of `results`, in the same order)."""
+    if len(files) != len(results):
+        raise LoopError(f"the recorder wrote {len(files)} episode files for {len(results)} demonstrations, "
+                        "so their failure modes cannot be matched to them")
+    for path, result in zip(files, results):
+        if result.failure_mode:
+            with h5py.File(path, "r+") as f:
+                f.attrs[FAILURE_MODE_ATTR] = result.failure_mode
 
 
 def _recorder_receives_all(status: dict[str, str]) -> bool:
@@ -101,9 +118,9 @@ def _record_one(session: Session, ros: LoopNode, cfg: RecordConfig) -> EpisodeRe
     result = EpisodeResult(seed=start.seed, success=end.success, episode_return=max(t.reward_max, end.reward),
                            reward_sum=t.reward_sum, reward_ticks=t.reward_count,
                            sim_duration=end.sim_time - start.sim_time, commands=t.commands,
-                           max_joint_change=t.max_joint_change, outcome=outcome)
-    log.info("demonstration seed %d: %s, highest stage %g, %.1f s sim time", result.seed, outcome,
-             result.episode_return, result.sim_duration)
+                           max_joint_change=t.max_joint_change, outcome=outcome, failure_mode=start.failure)
+    log.info("demonstration seed %d%s: %s, highest stage %g, %.1f s sim time", result.seed,
+             f" ({start.failure})" if start.failure else "", outcome, result.episode_return, result.sim_duration)
     return result
 
 
