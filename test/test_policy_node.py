@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -215,6 +216,8 @@ def node_process(ros, checkpoint, tmp_path_factory):
         executor.shutdown()
         rig.destroy_node()
         log = _stop(proc)
+    if "shutting down ROS took over" in log:  # exited at run_node's teardown deadline: keep its stacks
+        warnings.warn(f"the policy node's teardown hung:\n{log}")
     assert proc.returncode == 0, log  # SIGINT is a clean exit
 
 
