@@ -253,9 +253,7 @@ class PolicyNode(Node):
             self.policy.reset()  # the held chunks' steps were meant for ticks that never fired
         sample = self.inputs.sample(now)  # raises InputError (fatal) on unusable messages
         if sample is None:
-            stale = self.inputs.sampler.stale_streams(now.nanoseconds * 1e-9)
-            self._pause("stale_skips", f"no recent input on {', '.join(self.inputs.topics[s] for s in stale)} "
-                                       f"(max_age {self.inputs_params.max_age:g} s)")
+            self._pause("stale_skips", f"no usable input: {self._stale_inputs(now.nanoseconds * 1e-9)}")
             return
         nonfinite = [n for n, v in zip(self.inputs_params.joint_names, sample.joint) if not np.isfinite(v)]
         if nonfinite:
@@ -299,6 +297,12 @@ class PolicyNode(Node):
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def _stale_inputs(self, now: float) -> str:
+        """'none', or each input that would block a tick now and why: readable while disabled,
+        so an operator (or the sim loop) can tell the node is ready before enabling it."""
+        problems = [(topic, self.inputs.sampler.problem(stream, now)) for stream, topic in self.inputs.topics.items()]
+        return "; ".join(f"{topic}: {why}" for topic, why in problems if why) or "none"
+
     def _publish_diagnostics(self) -> None:
         summary = self.stats.summary(self._now_s())
         recent = {k: v - self._counts_at_last_diag[k] for k, v in summary.counts.items()}
@@ -313,6 +317,7 @@ class PolicyNode(Node):
             "inference_latency_p50_ms": f"{summary.latency_p50_ms:.2f}",
             "inference_latency_p99_ms": f"{summary.latency_p99_ms:.2f}",
             "period_jitter_p99_ms": f"{summary.period_jitter_p99_ms:.2f}",
+            "stale_inputs": self._stale_inputs(self._now_s()),
             **{k: str(v) for k, v in summary.counts.items()},
             **{f"skipped_{stream}": str(self.inputs.skipped[stream]) for stream in self.inputs.topics},
         }

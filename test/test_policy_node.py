@@ -281,9 +281,14 @@ def test_stale_input_stops_commands_until_it_resumes(node_process):
     time.sleep(2.5)
     # max_age is 0.3 s: after that (plus delivery), nothing more goes out.
     assert rig.received(since=stopped + 1.0) == []
+    # The diagnostics name the input that blocks the ticks, and why (readable while disabled too).
+    stale = rig.latest_diagnostics()["stale_inputs"]
+    assert stale.startswith("/proc/joint_states: newest message") and "max_age 0.3 s" in stale, stale
+    assert "image" not in stale, stale
     rig.send_joints = True
     resumed = time.monotonic()
     assert wait_for(lambda: len(rig.received(since=resumed)) >= 5, 5, time.sleep)
+    assert wait_for(lambda: rig.latest_diagnostics()["stale_inputs"] == "none", 5, time.sleep)
 
     # The skipped ticks are reported, with the stream that caused them.
     def increase(key: str) -> int:

@@ -130,7 +130,9 @@ def test_in_process_evaluator_is_deterministic_and_agrees_with_the_ros_loop(loop
     # One command per policy tick at the recording rate over the same sim time (the ROS loop polls
     # the sim's status every 0.1 s of wall time, so it may run a few ticks longer).
     policy_log = (out / "logs" / "eval_lapo_policy.log").read_text(errors="replace")
-    assert abs(mine.commands - ros["commands"]) <= 10, (mine, ros, policy_log[-3000:])  # the log: why it stopped
+    assert abs(mine.commands - ros["commands"]) <= 10, (  # the log: why it stopped
+        f"{ros['commands']} commands through the nodes, {mine.commands} in-process; {mine}; {ros}; "
+        f"policy log: {policy_log[-3000:]}")
     assert mine.max_joint_change == pytest.approx(ros["max_joint_change"], rel=0.1), (mine, ros)
     assert mine.episode_return == ros["episode_return"]
 

@@ -1,7 +1,10 @@
 """Phase 3 of the sim loop: the checkpoint in the policy node drives the sim robot, over DDS.
 
-Per episode: reset, /policy/enable true, run until the hand-over succeeds (the sim's ~/status:
-complete for success_hold without a break) or the time limit of sim time, /policy/enable false.
+Once, before the first episode: wait until the policy node reports every input fresh and its
+command topic is matched here (DDS discovery of freshly started nodes can take seconds on a loaded
+machine, which the first episode would otherwise spend). Per episode: reset, /policy/enable true,
+run until the hand-over succeeds (the sim's ~/status: complete for success_hold without a break)
+or the time limit of sim time, /policy/enable false.
 The policy starts about 0.3 s after the reset (the drain below), as `lapo_ros.sim.evaluate`'s
 start_delay models it. This is the path a real robot takes; `lapo_ros.sim.evaluate`
 is the fast in-process equivalent used to choose checkpoints and recipes.
@@ -37,6 +40,7 @@ def evaluate_policy(settings: RunSettings, cfg: EvalConfig, checkpoint: Path, ta
         session.start_node(POLICY_NODE, "policy.yaml", use_sim_time=True, checkpoint=str(checkpoint.resolve()),
                            autostart=False, image_height=settings.image_size[0], image_width=settings.image_size[1])
         ros = session.connect({f"/{SIM_NODE}/reset": Trigger, f"/{SIM_NODE}/status": Trigger, enable: SetBool})
+        ros.wait_for_policy_inputs(settings.startup_timeout)
         for _ in tqdm(range(cfg.episodes), desc=f"evaluating {tag}", unit="episode"):
             start = ros.reset_episode()
             ros.set_bool(enable, True)

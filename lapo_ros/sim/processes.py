@@ -160,7 +160,8 @@ class LoopNode:
         self.joint_states = 0
         self.node.create_subscription(Float32, topics["reward"], lambda m: self.tracker.add_reward(m.data), 50)
         self.node.create_subscription(JointState, topics["joint_states"], self._on_joints, 50)
-        self.node.create_subscription(Float64MultiArray, topics["command"], lambda _: self.tracker.add_command(), 50)
+        self._command_sub = self.node.create_subscription(Float64MultiArray, topics["command"],
+                                                          lambda _: self.tracker.add_command(), 50)
         self.node.create_subscription(DiagnosticArray, f"/{RECORDER_NODE}/status", self._on_recorder_status, 10)
         self._clients: dict[str, Any] = {}
 
@@ -187,6 +188,27 @@ class LoopNode:
     def spin_for(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         self.spin_until(lambda: time.monotonic() >= end, seconds + 1.0, "a pause")
+
+    def wait_for_policy_inputs(self, timeout: float) -> None:
+        """Spin until the policy node reports every input fresh (~/diagnostics) and its command
+        publisher is matched here, so that no episode is spent on discovery: a loaded machine can
+        take seconds to match the DDS endpoints of freshly started nodes."""
+        latest: dict[str, str] = {}
+
+        def on_diagnostics(msg: DiagnosticArray) -> None:
+            if msg.status:
+                latest.update({kv.key: kv.value for kv in msg.status[0].values})
+
+        sub = self.node.create_subscription(DiagnosticArray, f"/{POLICY_NODE}/diagnostics", on_diagnostics, 10)
+        try:
+            self.spin_until(lambda: latest.get("stale_inputs") == "none" and self._command_sub.get_publisher_count() > 0,
+                            timeout, f"node {POLICY_NODE}'s inputs and commands")
+        except LoopError as exc:
+            raise LoopError(f"{exc}: its last ~/diagnostics said stale_inputs = "
+                            f"{latest.get('stale_inputs', '(none received)')}, and its command publishers seen here: "
+                            f"{self._command_sub.get_publisher_count()} (see its log)") from exc
+        finally:
+            self.node.destroy_subscription(sub)
 
     def wait_for_services(self, services: dict[str, type], timeout: float) -> None:
         for name, srv_type in services.items():
