@@ -23,11 +23,13 @@ Datasets (--conditions; H = demos/2):
                 (failure_prob 1), so that only the behaviour tells good data from bad. Modes
                 (lapo_ros/sim/demonstrator.py) look competent and fail: grasp_offset, early_release,
                 left_miss, wrong_height; mixed_all draws one of them per failing demonstration.
-Rewards (--rewards): stage = the sim's stage rewards 0..4, as the recorder records them from
-/reward; outcome = the same episode files with the recorder's sparse outcome reward instead (1 on
-the last step of a success, what it records with no reward topic): a team often only has that.
-Such a dataset is named <condition>_outcome. BC never reads rewards: with both kinds it is trained
-on the stage-reward datasets only, and its rows stand for both.
+Rewards (--rewards): outcome (the default, as in the sim loop) = the recorder's sparse outcome
+reward (1 on the last step of a success, what it records with no reward topic): a team often only
+has that; stage = the sim's stage rewards 0..4, as the recorder records them from /reward. The
+demonstrations are recorded once, with the stage rewards; a dataset with the outcome reward,
+named <condition>_outcome, holds the same episode files with their rewards replaced. BC never
+reads rewards: with both kinds it is trained on the stage-reward datasets only, and its rows
+stand for both.
 
 Prints the settings and two tables, one row per policy and one per dataset and algorithm (all
 seeds' episodes pooled): success rate with its 95% Wilson interval, AverageReturn = mean highest
@@ -59,7 +61,7 @@ from lapo_ros.sim.episode_stats import EpisodeResult, summarize_returns  # noqa:
 from lapo_ros.sim.evaluate import SimEvalConfig, evaluate  # noqa: E402
 from lapo_ros.sim.node_evaluation import EvalConfig, evaluate_policy  # noqa: E402
 from lapo_ros.sim.processes import INTERRUPTS, LoopError, RunSettings  # noqa: E402
-from lapo_ros.sim.recording import (RecordConfig, assemble_dataset, check_dataset,  # noqa: E402
+from lapo_ros.sim.recording import (REWARDS, RecordConfig, assemble_dataset, check_dataset,  # noqa: E402
                                     record_demonstrations)
 from lapo_ros.sim.selection import add_selection_flags, select_checkpoint  # noqa: E402
 from lapo_ros.sim.training import TrainConfig, add_recipe_flags, crops_from_args, train_policy  # noqa: E402
@@ -67,7 +69,6 @@ from lapo_ros.sim.training import TrainConfig, add_recipe_flags, crops_from_args
 log = logging.getLogger("bench.sim_success")
 MIXED = {f"mixed_{mode}": mode for mode in (*FAILURE_MODES, ALL_FAILURE_MODES)}  # condition -> failure mode
 CONDITIONS = ("clean", "clean_half", *MIXED)
-REWARDS = ("stage", "outcome")
 ALGOS = ("lapo", "bc")
 
 
@@ -90,15 +91,16 @@ def dataset_name(cond: str, rewards: str) -> str:
 def build_datasets(settings: RunSettings, args: argparse.Namespace) -> dict[str, Path]:
     """Record what is missing and assemble every dataset of --conditions x --rewards: name -> folder."""
     data = (args.data or settings.out / "data") / f"{args.demos}demos_{args.image_size[0]}x{args.image_size[1]}"
-    clean = recorded(settings, RecordConfig(episodes=args.demos, seed=0), data / "clean")
+    # Recorded with the stage rewards: the outcome datasets are derived from the same files.
+    clean = recorded(settings, RecordConfig(episodes=args.demos, seed=0, rewards="stage"), data / "clean")
     half = args.demos // 2
     datasets = {}
     for cond in args.conditions:
         if cond == "clean_half":
             assemble_dataset(clean[:half], data / cond)
         elif cond in MIXED:  # the failing half on the clean half's cube poses (sim seeds 1..half)
-            failing = recorded(settings, RecordConfig(episodes=half, seed=0, failure_prob=1.0,
-                                                      failure_mode=MIXED[cond]), data / f"failing_{MIXED[cond]}")
+            failing = recorded(settings, RecordConfig(episodes=half, seed=0, failure_prob=1.0, failure_mode=MIXED[cond],
+                                                      rewards="stage"), data / f"failing_{MIXED[cond]}")
             assemble_dataset(clean[:half] + failing, data / cond)
         for rewards in args.rewards:
             name = dataset_name(cond, rewards)
@@ -247,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     a("--eval_time", type=float, default=10.0, help="sim seconds per evaluation episode (default: %(default)s)")
     a("--conditions", nargs="+", choices=CONDITIONS, default=["clean"],
       help="datasets to compare, see above; clean is recorded for every one (default: clean)")
-    a("--rewards", choices=("stage", "outcome", "both"), default="stage",
-      help="rewards of the datasets: the sim's stage rewards, the recorder's sparse outcome reward, or both "
+    a("--rewards", choices=(*REWARDS, "both"), default="outcome",
+      help="rewards of the datasets: the recorder's sparse outcome reward, the sim's stage rewards, or both "
            "(default: %(default)s)")
     a("--algos", nargs="+", choices=ALGOS, default=list(ALGOS), help="algorithms to compare")
     a("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")

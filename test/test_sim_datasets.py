@@ -12,7 +12,7 @@ from lapo_learning.episode_writer import FAILURE_MODE_ATTR, EpisodeConfig, Episo
 from lapo_learning.schema import CAMERAS
 from lapo_ros.sim.episode_stats import EpisodeResult
 from lapo_ros.sim.processes import LoopError
-from lapo_ros.sim.recording import assemble_dataset, label_failure_modes
+from lapo_ros.sim.recording import RecordConfig, assemble_dataset, label_failure_modes
 
 NAMES = [f"j{i}" for i in range(4)]
 STAGES = [0.0, 1.0, 2.0, 2.0, 3.0, 4.0]  # the sim's stage rewards along one episode
@@ -53,6 +53,12 @@ def test_outcome_reward_is_what_the_recorder_writes_without_a_reward_topic(tmp_p
                     "outcome"):
             np.testing.assert_array_equal(got[key], recorded[key])
     assert read(files[0])[fmt.REWARDS_KEY].tolist() == [0, 0, 0, 0, 0, 1]  # success: 1 on the last step
+
+
+def test_recording_defaults_to_the_outcome_reward_and_names_a_wrong_kind() -> None:
+    assert RecordConfig(episodes=1).rewards == "outcome"  # what a real robot's recorder has
+    with pytest.raises(ValueError, match=r"rewards must be one of \('outcome', 'stage'\), got 'stages'"):
+        RecordConfig(episodes=1, rewards="stages")
 
 
 def test_assembled_dataset_keeps_the_order_and_is_built_once(tmp_path: Path) -> None:

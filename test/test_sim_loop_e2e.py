@@ -68,7 +68,9 @@ def test_loop_connects_the_pieces(loop_run) -> None:
     for f in files:
         assert validate_file(f) == [], f
         with open_episode(f) as h:
-            assert h.attrs["reward_source"] == "topic"  # the loop records the sim's /reward explicitly
+            # By default the loop records what a real robot's recorder has, no reward topic: the sparse
+            # outcome reward, all 0 in an episode that did not succeed.
+            assert h.attrs["reward_source"] == "sparse_outcome" and not h["rewards"][:].any()
             assert h.attrs["failure_mode"] == "left_miss"  # what the sim's demonstrator played, for analyses
             actions = h["actions"][:]
         # Paused from the reset to the recorder's start, each episode is recorded from its first
@@ -79,6 +81,7 @@ def test_loop_connects_the_pieces(loop_run) -> None:
     recording = json.loads((out / "recording_summary.json").read_text())
     # The recorder cut each demonstration at 30 samples (1 s of sim time, before any grasp).
     assert [e["outcome"] for e in recording["per_episode"]] == ["timeout", "timeout"]
+    assert recording["rewards"] == "outcome"
     assert [e["failure_mode"] for e in recording["per_episode"]] == ["left_miss", "left_miss"]
     assert all(e["commands"] > 0 for e in recording["per_episode"])  # the demonstrator published
 

@@ -4,7 +4,8 @@
 
 Each phase is a module of lapo_ros.sim:
 1. recording: the sim robot (scripted demonstrator on) and the recorder node record demonstrations
-   (sim seeds seed+1..seed+N) into OUT/dataset/, one HDF5 file each.
+   (sim seeds seed+1..seed+N) into OUT/dataset/, one HDF5 file each, with the recorder's sparse
+   outcome reward as on a real robot (--rewards stage: the sim's ACT stage rewards instead).
 2. training: `lapo_learning.train` on that folder; OUT/results/Expsim/multimodal_robot/ holds
    progress.csv, training_curves.png and --checkpoints saved checkpoints.
 3. selection: each saved checkpoint runs --select_episodes validation episodes (sim seeds
@@ -34,7 +35,7 @@ from lapo_ros.sim.demonstrator import ALL_FAILURE_MODES, FAILURE_MODES
 from lapo_ros.sim.episode_stats import summarize_returns
 from lapo_ros.sim.node_evaluation import EvalConfig, evaluate_policy
 from lapo_ros.sim.processes import INTERRUPTS, LoopError, RunSettings
-from lapo_ros.sim.recording import RecordConfig, check_dataset, record_demonstrations
+from lapo_ros.sim.recording import REWARDS, RecordConfig, check_dataset, record_demonstrations
 from lapo_ros.sim.evaluate import SimEvalConfig
 from lapo_ros.sim.report import write_eval_summary
 from lapo_ros.sim.selection import add_selection_flags, select_checkpoint
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
            "demonstration (default: %(default)s)")
     a("--max_episode_steps", type=int, default=0,
       help="recorder samples per demonstration, 0 = until the demonstrator is done (default: %(default)s)")
+    a("--rewards", choices=REWARDS, default="outcome",
+      help="rewards the recorder stores: outcome, its sparse outcome reward (1 on the last step of a successful "
+           "demonstration), what it records on a real robot without a reward topic; stage, the sim's ACT stage "
+           "rewards 0..4 from /reward. LAPO learns from them, BC ignores them (default: %(default)s)")
     a("--record_rate", type=float, default=30.0, help="recorder samples per second of sim time (default: %(default)s)")
     a("--seed", type=int, default=0,
       help="sim seed of the demonstrations (episode e uses seed+e) and training seed (default: %(default)s)")
@@ -134,10 +139,11 @@ def main(argv: list[str] | None = None) -> int:
                                 "or choose another --out")
             demos = record_demonstrations(settings, RecordConfig(
                 episodes=args.episodes, seed=args.seed, noise_std=args.noise_std, failure_prob=args.failure_prob,
-                failure_mode=args.failure_mode,
-                max_episode_steps=args.max_episode_steps, record_rate=args.record_rate), dataset_dir)
+                failure_mode=args.failure_mode, max_episode_steps=args.max_episode_steps,
+                record_rate=args.record_rate, rewards=args.rewards), dataset_dir)
             (args.out / "recording_summary.json").write_text(json.dumps(
-                {**summarize_returns(demos), "per_episode": [d.to_dict() for d in demos]}, indent=2))
+                {**summarize_returns(demos), "rewards": args.rewards, "per_episode": [d.to_dict() for d in demos]},
+                indent=2))
             log.info("recorded %d demonstrations, %d successful", len(demos), sum(d.success for d in demos))
         files = check_dataset(dataset_dir)
         log.info("dataset %s: %d valid episode files", dataset_dir, len(files))

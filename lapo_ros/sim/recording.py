@@ -4,7 +4,9 @@ Per episode: pause the sim, reset it (new cube pose, new demonstration), start r
 wait until the demonstrator is done (polling /sim_robot/status) or the recorder's step limit, and
 stop recording with the sim's success flag as the outcome. One HDF5 file per episode in the dataset
 folder; a botched demonstration's file also names the demonstrator's failure mode (attribute
-`failure_mode`, which the recorder cannot know), so that analyses can group samples by it. Paused
+`failure_mode`, which the recorder cannot know), so that analyses can group samples by it. The
+rewards are the recorder's sparse outcome reward by default, what it stores on a real robot (no
+reward topic there), or the sim's ACT stage rewards (`rewards="stage"`, over /reward). Paused
 from the reset to the recorder's start, every episode is recorded from its first tick whatever the
 pace or the load (the recorder waits for observations stamped after its start), so the sim may run
 as fast as it renders: the demonstrator and the recorder follow sim time.
@@ -29,6 +31,9 @@ from lapo_ros.sim.episode_stats import EpisodeResult, SimStatus
 from lapo_ros.sim.processes import RECORDER_NODE, SIM_NODE, LoopError, LoopNode, RunSettings, Session, sim_topics
 
 log = logging.getLogger("lapo_ros.sim.recording")
+# outcome: the recorder's sparse outcome reward (no reward topic, as on a real robot); stage: the sim's /reward
+REWARDS = ("outcome", "stage")
+
 
 @dataclass(frozen=True)
 class RecordConfig:
@@ -41,6 +46,11 @@ class RecordConfig:
     episode_time_limit: float = 12.0  # s of sim time; the demonstration takes 6.4 s
     record_rate: float = 30.0
     real_time_factor: float = 10.0  # the sim's pace; rendering caps it (~1.7x real time on 2 cores)
+    rewards: str = "outcome"  # one of REWARDS
+
+    def __post_init__(self) -> None:
+        if self.rewards not in REWARDS:
+            raise ValueError(f"RecordConfig.rewards must be one of {REWARDS}, got {self.rewards!r}")
 
 
 def record_demonstrations(settings: RunSettings, cfg: RecordConfig, dataset_dir: Path) -> list[EpisodeResult]:
@@ -52,10 +62,12 @@ def record_demonstrations(settings: RunSettings, cfg: RecordConfig, dataset_dir:
         session.start_sim(demonstrator=True, seed=cfg.seed, noise_std=float(cfg.noise_std),
                           failure_prob=float(cfg.failure_prob), failure_mode=cfg.failure_mode,
                           real_time_factor=float(cfg.real_time_factor))
+        # recorder.yaml's reward.topic is "" (no topic: the sparse outcome reward)
+        reward = {"reward.topic": sim_topics()["reward"]} if cfg.rewards == "stage" else {}
         session.start_node(RECORDER_NODE, "recorder.yaml", use_sim_time=True, output_dir=str(dataset_dir.resolve()),
                            image_height=settings.image_size[0], image_width=settings.image_size[1],
                            record_rate=float(cfg.record_rate), max_episode_steps=cfg.max_episode_steps,
-                           status_period=0.5, **{"reward.topic": sim_topics()["reward"]})  # the sim's stage rewards
+                           status_period=0.5, **reward)
         ros = session.connect({f"/{SIM_NODE}/reset": Trigger, f"/{SIM_NODE}/status": Trigger,
                                f"/{SIM_NODE}/pause": SetBool,
                                f"/{RECORDER_NODE}/start": Trigger, f"/{RECORDER_NODE}/stop": SetBool})
