@@ -80,8 +80,8 @@ class AgentConfig:
     # episode, a baseline that sees no state: once a wrong operator's arm is on its way, V(s) and the
     # fitted baseline see where it goes and expect its low return, so its later actions get A ~ 0 and
     # a third of them the high weight (sim, mixed_left_miss); against the step's mean they stay below.
-    # It is a fraction of the data's largest reward-to-go, so advantage_margin means the same under
-    # any reward scale (stage rewards or the recorder's sparse outcome).
+    # It is a fraction of the largest reward-to-go at the same step, so advantage_margin means the same
+    # under any reward scale (stage rewards or the recorder's sparse outcome) and at every step.
     advantage_estimate: str = "td"
     # LAPO with "mc_step", whose advantages are known before training: draw training samples in
     # proportion to their weight instead of weighting their VAE and aux losses (the same VAE objective

@@ -12,8 +12,8 @@ Per train step, on one batch:
    advantage_estimate "mc", A = the episode's discounted reward-to-go - V(s); with "mc_fit", the
    reward-to-go minus a baseline head regressed on it (on detached features) in the critic step;
    with "mc_step", the reward-to-go minus its mean over the training episodes at the same step, as a
-   fraction of the largest reward-to-go. With advantage_sampling (mc_step only) the replay buffer
-   has drawn the batch in proportion to w instead, and w = 1 here (and in the aux loss).
+   fraction of the largest reward-to-go at that step. With advantage_sampling (mc_step only) the
+   replay buffer has drawn the batch in proportion to w instead, and w = 1 here (and in the aux loss).
 3. Latent actor on detached features: maximise Q1(s, decode_target(s, max_latent*tanh(.))).
 4. Polyak averaging (tau) of critic, actor and VAE targets.
 

@@ -30,8 +30,8 @@ class Batch:
     # past its end): LAPO's Monte-Carlo advantage (AgentConfig.advantage_estimate "mc")
     returns: torch.Tensor
     # advantage_estimate "mc_step"'s advantage [B,1]: `returns` minus their mean over the buffer's
-    # episodes at the sample's step (its index in its episode), as a fraction of the buffer's largest
-    # |returns| (step_advantages)
+    # episodes at the sample's step (its index in its episode), as a fraction of the largest |returns|
+    # at that step (step_advantages)
     step_advantage: torch.Tensor
 
     def __len__(self) -> int:
@@ -90,21 +90,31 @@ def returns_to_go(rewards: np.ndarray, episode_ends: np.ndarray, discount: float
     return out.astype(np.float32)
 
 
+def episode_steps(episode_ends: np.ndarray) -> np.ndarray:
+    """Per sample, its step: its index within its episode (`episode_ends` exclusive)."""
+    starts = np.concatenate([[0], episode_ends[:-1]])
+    return np.arange(int(episode_ends[-1])) - np.repeat(starts, episode_ends - starts)
+
+
 def step_mean_returns(returns: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:
     """Per sample, the mean of `returns` at its step (index within its episode) over the episodes
     (`episode_ends` exclusive) that last that long."""
-    starts = np.concatenate([[0], episode_ends[:-1]])
-    step = np.arange(len(returns)) - np.repeat(starts, episode_ends - starts)
-    total = np.bincount(step, weights=returns)
-    count = np.bincount(step)
-    return (total / count)[step].astype(np.float32)
+    step = episode_steps(episode_ends)
+    return (np.bincount(step, weights=returns) / np.bincount(step))[step].astype(np.float32)
 
 
 def step_advantages(returns: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:
-    """`returns` minus step_mean_returns, divided by the largest |returns|: a fraction of the best
-    reward-to-go in the data, so that a margin on it means the same under stage rewards (sim: up to
-    ~46 after scaling) and under the recorder's sparse outcome reward (at most 1)."""
-    scale = float(np.abs(returns).max()) or 1.0
+    """`returns` minus step_mean_returns, divided by the largest |returns| at the same step: a fraction
+    of the best reward-to-go left at that point of the episode, so that a margin on it means the same
+    under any reward scale (sim stage rewards: up to ~46 after scaling; the recorder's sparse outcome:
+    at most 1) and at the first step as at the last. Against the largest reward-to-go overall, a
+    discounted sparse reward made every early advantage small (0.99^180 = 0.16 at the first step of a
+    180-step success), and a failing operator's first ticks got the high weight inside the margin
+    (sim, mixed_grasp_offset with the outcome reward: its steps 0-4, where its approach starts)."""
+    step = episode_steps(episode_ends)
+    scale = np.zeros(step.max() + 1)
+    np.maximum.at(scale, step, np.abs(returns))
+    scale = np.where(scale > 0, scale, 1.0)[step]  # no reward left at a step: every advantage there is 0
     return ((returns - step_mean_returns(returns, episode_ends)) / scale).astype(np.float32)
 
 

@@ -79,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
            "better action from one the critic scores ~0 (default: %(default)s)")
     a("--advantage_margin", type=float, default=0.0,
       help="expectile weighting: the high weight needs A > this (in units of the scaled reward per step, with "
-           "mc_step a fraction of the data's largest reward-to-go; the reference: 0); above the critic's noise "
-           "around A = 0, so that a bad demonstration's actions do not get the high weight by chance; below 0, "
-           "only a clearly worse action gets the low weight (default: %(default)s)")
+           "mc_step a fraction of the largest reward-to-go at the same step; the reference: 0); above the "
+           "critic's noise around A = 0, so that a bad demonstration's actions do not get the high weight by "
+           "chance; below 0, only a clearly worse action gets the low weight (default: %(default)s)")
     a("--advantage_estimate", choices=ADVANTAGE_ESTIMATES, default="td",
       help="the advantage LAPO's weights read: td (the reference: r + gamma V(s') - V(s)) or mc (the recorded "
            "episode's discounted reward-to-go - V(s), nothing bootstrapped past its end), which does not mistake "
@@ -89,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
            "reward-to-go minus a baseline regressed on it: better than the demonstrations from like states, where "
            "the bootstrapped V lags far below the returns; where the operators agree it gives half the good samples "
            "the low weight, so it helped the sim's mixed_all and hurt its clean data); or mc_step (the reward-to-go "
-           "minus its mean over the training episodes at the same step, as a fraction of the largest reward-to-go: a "
-           "baseline blind to the state, which keeps a wrong operator's actions below it after its arm has shown "
-           "where it goes) (default: %(default)s)")
+           "minus its mean over the training episodes at the same step, as a fraction of the largest reward-to-go "
+           "there: a baseline blind to the state, which keeps a wrong operator's actions below it after its arm "
+           "has shown where it goes) (default: %(default)s)")
     a("--advantage_sampling", action="store_true",
       help="LAPO with --advantage_estimate mc_step: draw each training batch in proportion to the samples' "
            "weights instead of weighting their VAE and aux losses (the same VAE objective in expectation, about "

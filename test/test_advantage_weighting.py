@@ -128,14 +128,27 @@ def test_step_mean_returns_average_each_step_over_the_episodes_that_reach_it():
                                [2.0, 1.0, 3.0, 2.0, 1.0, 2.0, 1.0, 3.0])
 
 
-def test_step_advantages_are_a_fraction_of_the_best_return_whatever_the_reward_scale():
+def test_step_advantages_are_a_fraction_of_the_best_return_at_their_step_whatever_the_reward_scale():
     returns = np.array([4.0, 2.0, 1.0, 0.0, 0.0, 2.0, 1.0, 5.0], dtype=np.float32)  # as above
     ends = np.array([3, 5, 8])
-    expected = (returns - step_mean_returns(returns, ends)) / 5.0
+    # Steps 0 / 1 / 2: returns (4, 0, 2) / (2, 0, 1) / (1, 5), largest 4 / 2 / 5.
+    expected = (returns - step_mean_returns(returns, ends)) / np.array([4, 2, 5, 4, 2, 4, 2, 5])
     np.testing.assert_allclose(step_advantages(returns, ends), expected, rtol=1e-6)
     # Stage rewards (sim: returns up to ~46) and a sparse outcome (at most 1) meet one margin alike.
     np.testing.assert_allclose(step_advantages(40.0 * returns, ends), expected, rtol=1e-6)
     assert not step_advantages(np.zeros(3, dtype=np.float32), np.array([3])).any()  # no reward at all: no NaN
+
+
+def test_a_failed_episode_is_as_far_below_at_its_first_step_as_at_its_last_under_a_discounted_outcome():
+    """The recorder's sparse outcome (1 on a success's last step), discounted over 180 steps: a failed
+    episode's first steps sit half the best reward-to-go below the step's mean, not 0.99^179 / 2 = 0.08
+    (inside the sim recipe's margin of -0.085, which gave them the high weight)."""
+    success, failure = np.zeros(180, dtype=np.float32), np.zeros(180, dtype=np.float32)
+    success[-1] = 1.0
+    ends = np.array([180, 360])
+    adv = step_advantages(returns_to_go(np.concatenate([success, failure]), ends, 0.99), ends)
+    np.testing.assert_allclose(adv, np.repeat([0.5, -0.5], 180), rtol=1e-5)
+    assert (adv[180:] < -0.085).all() and (adv[:180] > -0.085).all()
 
 
 def test_mc_step_estimate_keeps_the_worse_operator_below_whatever_v_says(sample_file):

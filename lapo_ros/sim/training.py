@@ -50,15 +50,17 @@ class TrainConfig:
     lapo_lr_schedule: str = "cosine"  # lapo_learning.train --lr_schedule
     # LAPO only: how the weights read the demonstrations (README "Sim success", "One LAPO recipe").
     # The advantage is the recorded episode's discounted reward-to-go minus its mean over the
-    # training episodes at the same step, as a fraction of the largest reward-to-go ("mc_step"): the
-    # reference's one-step r + gamma V(s') - V(s) gave 36% of mixed_grasp_offset's failing
-    # operator's samples the high weight, and "mc" (reward-to-go - V(s)) a third of
+    # training episodes at the same step, as a fraction of the largest reward-to-go at that step
+    # ("mc_step"): the reference's one-step r + gamma V(s') - V(s) gave 36% of mixed_grasp_offset's
+    # failing operator's samples the high weight, and "mc" (reward-to-go - V(s)) a third of
     # mixed_left_miss's, because V sees where the wrong operator's arm is going; mc_step gives them
     # none. Where the operators agree it splits samples about evenly by episode speed: the margin
-    # leaves the low weight to the clearly worse (clean sim demonstrations: 2-4% of samples; the
-    # mixed sets' wrong operator: 96-97% under stage rewards, all under the outcome reward). At 0.1
-    # the low weight still averaged a tenth of the wrong operator's reach into the policy's, about
-    # the grasp's 1 cm tolerance; at 0.01 a hundredth.
+    # leaves the low weight to the clearly worse (clean sim demonstrations: none under the outcome
+    # reward, 6% under stage rewards; the mixed sets' wrong operator: all but the steps after every
+    # clean episode has ended). As a fraction of the largest reward-to-go overall, the discounted
+    # outcome reward left the wrong operator's first ticks inside the margin, and LAPO averaged the
+    # two operators' approach there as BC does. At 0.1 the low weight still averaged a tenth of the
+    # wrong operator's reach into the policy's, about the grasp's 1 cm tolerance; at 0.01 a hundredth.
     lapo_advantage_estimate: str = "mc_step"  # lapo_learning.train --advantage_estimate
     lapo_advantage_margin: float = -0.085  # lapo_learning.train --advantage_margin
     lapo_expectile: float = 0.99  # lapo_learning.train --expectile
