@@ -233,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     add_recipe_flags(a)
     a("--train_args", default="",
       help="further lapo_learning.train flags for every policy, one string, e.g. "
-           "\"--max_latent_action 0.5\"; a single flag needs the = form, --train_args=--advantage_sampling "
-           "(argparse reads a lone --flag as an option of its own); flags BC does not use change nothing for it, "
+           "\"--max_latent_action 0.5\"; they come after the recipe's and override them, e.g. "
+           "--train_args=--no-advantage_sampling for LAPO's weighted losses (a single flag needs the = form: "
+           "argparse reads a lone --flag as an option of its own); flags BC does not use change nothing for it, "
            "but LAPO-only settings it checks (--advantage_sampling) stop its training: run those with --algos lapo")
     a("--image_size", type=int, nargs=2, default=(144, 192), metavar=("H", "W"),
       help="size the recorder stores, = the sim's render size unless --render_size (default: 144 192)")

@@ -92,10 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
            "minus its mean over the training episodes at the same step, as a fraction of the largest reward-to-go "
            "there: a baseline blind to the state, which keeps a wrong operator's actions below it after its arm "
            "has shown where it goes) (default: %(default)s)")
-    a("--advantage_sampling", action="store_true",
+    a("--advantage_sampling", action=argparse.BooleanOptionalAction, default=False,
       help="LAPO with --advantage_estimate mc_step: draw each training batch in proportion to the samples' "
            "weights instead of weighting their VAE and aux losses (the same VAE objective in expectation, about "
-           "twice the samples that count per batch on half-wrong data); the critic then learns from those batches")
+           "twice the samples that count per batch on half-wrong data); the critic then learns from those batches. "
+           "The sim recipe turns it on; --no-advantage_sampling turns it off (default: off)")
     a("--advantage_temperature", type=float, default=0.1,
       help="temperature of --advantage_weighting exponential; smaller = sharper preference (default: %(default)s)")
     a("--kl_beta", type=float, default=1.0, help="weight of the VAE's KL term")

@@ -93,9 +93,10 @@ def test_loop_connects_the_pieces(loop_run) -> None:
     assert policy.chunk_size == 30  # the main job trains with action chunks: the node ensembles them
     params = json.loads((run_dir / "params.json").read_text())
     # LAPO's part of the recipe: decaying learning rates, weights read from the reward-to-go against
-    # its mean at the same step, the low weight only for a clearly worse sample, and nearly none
+    # its mean at the same step, the low weight only for a clearly worse sample, and nearly none;
+    # batches drawn by those weights
     assert (params["lr_schedule"], params["advantage_estimate"], params["advantage_margin"], params["expectile"],
-            params["aux_action_weight"]) == ("cosine", "mc_step", -0.085, 0.99, 1.0)
+            params["aux_action_weight"], params["advantage_sampling"]) == ("cosine", "mc_step", -0.085, 0.99, 1.0, True)
     assert params["threads"] == 1  # --train_threads reaches the training run
     assert (run_dir / "training_curves.png").is_file()
     # Both saved checkpoints ran the validation seeds in-process; the evaluated one is the choice.

@@ -293,6 +293,12 @@ def test_advantage_sampling_reaches_the_training_batches(sample_file, tmp_path):
                         "--expectile", "0.99", "--advantage_sampling")
     assert json.loads((run_dir / "params.json").read_text())["advantage_sampling"] is True
     assert all(float(row["adv_pos_frac"]) > 0.9 for row in progress_rows(run_dir))
+    # The sim recipe turns it on and the benchmark appends a user's flags after the recipe's: the
+    # later one wins, so --no-advantage_sampling gets the weighted losses back.
+    from lapo_learning.train import build_parser
+    parse = build_parser().parse_args
+    assert parse(["--hdf5_path", "x", "--advantage_sampling", "--no-advantage_sampling"]).advantage_sampling is False
+    assert parse(["--hdf5_path", "x"]).advantage_sampling is False
 
 
 def test_threads_hold_for_the_run_only(sample_file, tmp_path, monkeypatch, caplog):

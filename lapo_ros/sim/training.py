@@ -64,6 +64,12 @@ class TrainConfig:
     lapo_advantage_estimate: str = "mc_step"  # lapo_learning.train --advantage_estimate
     lapo_advantage_margin: float = -0.085  # lapo_learning.train --advantage_margin
     lapo_expectile: float = 0.99  # lapo_learning.train --expectile
+    # LAPO only: batches drawn in proportion to those weights, their losses unweighted (README "Batches
+    # drawn by weight"). Weighted losses on half-wrong data leave ~32 samples that count in a batch of
+    # 64: the clean operator's late, fine motions (the hand-over and release) got half the updates, and
+    # mixed_grasp_offset's policies dropped the cube after the hand-over 3x as often as the clean
+    # half's own. On clean data under the outcome reward every weight is high: uniform draws as before.
+    lapo_advantage_sampling: bool = True  # lapo_learning.train --advantage_sampling
     # BC only: the policy acts with an average of the weights over the last ~1000 steps (README "Sim
     # success": the same three training runs do 43/60 validation episodes with it, 30/60 with their
     # last weights). LAPO's averaged weights do not act (0/20, against 6/20 for the same run's last
@@ -136,7 +142,8 @@ def train_policy(settings: RunSettings, cfg: TrainConfig, dataset_dir: Path, exp
         argv += ["--aux_action_weight", str(cfg.aux_action_weight), "--max_latent_action", str(cfg.max_latent_action),
                  "--vae_lr", str(cfg.lapo_lr), "--actor_lr", str(cfg.lapo_lr), "--lr_schedule", cfg.lapo_lr_schedule,
                  "--advantage_estimate", cfg.lapo_advantage_estimate,
-                 "--advantage_margin", str(cfg.lapo_advantage_margin), "--expectile", str(cfg.lapo_expectile)]
+                 "--advantage_margin", str(cfg.lapo_advantage_margin), "--expectile", str(cfg.lapo_expectile),
+                 "--advantage_sampling" if cfg.lapo_advantage_sampling else "--no-advantage_sampling"]
     else:
         argv += ["--ema_decay", str(cfg.ema_decay)]
     argv += cfg.extra_args  # last: they override the recipe
