@@ -116,7 +116,8 @@ class AgentConfig:
                              f"got {self.advantage_estimate!r}")
         if self.advantage_sampling and (self.algo != "lapo" or self.advantage_estimate != "mc_step"):
             raise ValueError("advantage_sampling needs algo lapo and advantage_estimate mc_step (advantages known "
-                             f"before training), got algo {self.algo!r}, advantage_estimate {self.advantage_estimate!r}")
+                             f"before training), got algo {self.algo!r}, advantage_estimate {self.advantage_estimate!r} "
+                             "(the sim recipe turns it on: --no-advantage_sampling turns it off)")
         if not math.isfinite(self.advantage_margin):
             raise ValueError(f"advantage_margin must be finite, got {self.advantage_margin}")
         if self.advantage_temperature <= 0:
