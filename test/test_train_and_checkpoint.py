@@ -11,6 +11,7 @@ import torch
 from lapo_learning import CheckpointError, load_policy
 from lapo_learning.checkpoint import load_checkpoint, restore_agent
 from lapo_learning.dataset import load_dataset
+from lapo_learning.train import build_parser
 from learning_fixtures import SMALL_IMAGE, run_train
 
 
@@ -295,7 +296,6 @@ def test_advantage_sampling_reaches_the_training_batches(sample_file, tmp_path):
     assert all(float(row["adv_pos_frac"]) > 0.9 for row in progress_rows(run_dir))
     # The sim recipe turns it on and the benchmark appends a user's flags after the recipe's: the
     # later one wins, so --no-advantage_sampling gets the weighted losses back.
-    from lapo_learning.train import build_parser
     parse = build_parser().parse_args
     assert parse(["--hdf5_path", "x", "--advantage_sampling", "--no-advantage_sampling"]).advantage_sampling is False
     assert parse(["--hdf5_path", "x"]).advantage_sampling is False
