@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lapo_learning.agent import Agent, AgentConfig
+from lapo_learning.agent import Agent, AgentConfig, adam
 from lapo_learning.networks import mlp
 from lapo_learning.replay import Batch
 from lapo_learning.schema import ObservationSchema
@@ -20,7 +20,7 @@ class BCAgent(Agent):
         super().__init__(schema, config, device)
         h = config.hidden_dim
         self.head = mlp(config.obs_feature_dim, (h, h, h), self.action_width).to(self.device)
-        self.optimizer = torch.optim.Adam(
+        self.optimizer = adam(
             [{"params": self.head.parameters()}, {"params": self.encoder.parameters()}], lr=config.actor_lr)
 
     def modules(self) -> dict[str, nn.Module]:

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lapo_learning.agent import MAX_EXP_WEIGHT, RETURN_ESTIMATES, Agent, AgentConfig, soft_update
+from lapo_learning.agent import MAX_EXP_WEIGHT, RETURN_ESTIMATES, Agent, AgentConfig, adam, soft_update
 from lapo_learning.networks import mlp
 from lapo_learning.replay import Batch
 from lapo_learning.schema import ObservationSchema
@@ -120,11 +120,11 @@ class LAPOAgent(Agent):
                             if c.advantage_estimate == "mc_fit" else None)
         # The gradient-flow rule: the encoder is trained by the critic step only.
         critic_side = [self.critic] + [m for m in (self.aux_head, self.return_head) if m is not None]
-        self.critic_optimizer = torch.optim.Adam(
+        self.critic_optimizer = adam(
             [{"params": [p for m in critic_side for p in m.parameters()]}, {"params": self.encoder.parameters()}],
             lr=c.critic_lr)
-        self.vae_optimizer = torch.optim.Adam(self.vae.parameters(), lr=c.vae_lr)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr)
+        self.vae_optimizer = adam(self.vae.parameters(), lr=c.vae_lr)
+        self.actor_optimizer = adam(self.actor.parameters(), lr=c.actor_lr)
         # V ranges over [min r, max r] / (1 - gamma): the discounted sum of any reward sequence.
         self.min_v = value_range[0] / (1.0 - c.discount)
         self.max_v = value_range[1] / (1.0 - c.discount)

@@ -174,8 +174,11 @@ def images_to_float(images: torch.Tensor) -> torch.Tensor:
 
     The permuted view alone is channels-last in memory, which the CPU convolutions carry on to
     their outputs, and GroupNorm's CPU kernel is ~10x slower on that layout (keypoint encoder,
-    batch 64: forward + backward 1.4x the time of NCHW)."""
-    return images.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
+    batch 64: forward + backward 1.4x the time of NCHW). Converting into an NCHW float buffer in one
+    pass costs 0.27 ms for a 64x48x64 batch on one CPU thread, a uint8 transpose first 0.46 ms."""
+    b, h, w, c = images.shape
+    out = torch.empty((b, c, h, w), dtype=torch.float32, device=images.device)
+    return out.copy_(images.permute(0, 3, 1, 2)).div_(255.0)  # one strided pass, not a uint8 copy first
 
 
 class ObservationEncoder(nn.Module):
@@ -209,6 +212,18 @@ class ObservationEncoder(nn.Module):
         return self.fusion(torch.cat(parts, dim=1))
 
 
+def gather_windows(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Per sample b, the pixels images[b, rows[b, i], cols[b, j]]: uint8 [B,H,W,C] in, [B,h,w,C] out
+    for rows [B,h] and cols [B,w].
+
+    One index_select of whole pixels on a flat index: advanced indexing with three index tensors
+    took 3x as long (2.2 against 0.75 ms for a 64x48x64 batch on one CPU thread), ~10% of a
+    training step with three cameras' s and s'."""
+    b, h, w, c = images.shape
+    flat = (torch.arange(b, device=images.device).view(b, 1, 1) * h + rows.unsqueeze(2)) * w + cols.unsqueeze(1)
+    return images.reshape(b * h * w, c).index_select(0, flat.view(-1)).view(b, rows.shape[1], cols.shape[1], c)
+
+
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """DrQ-style augmentation: replicate-pad by `pad` pixels and crop back at a random offset.
 
@@ -222,8 +237,7 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | No
     dy = torch.randint(0, 2 * pad + 1, (b,), device=images.device, generator=generator)
     rows = (torch.arange(h, device=images.device).view(1, h) + dy.view(b, 1) - pad).clamp_(0, h - 1)  # [B,H]
     cols = (torch.arange(w, device=images.device).view(1, w) + dx.view(b, 1) - pad).clamp_(0, w - 1)  # [B,W]
-    batch = torch.arange(b, device=images.device).view(b, 1, 1)
-    return images[batch, rows.view(b, h, 1), cols.view(b, 1, w)]
+    return gather_windows(images, rows, cols)
 
 
 def crop_size(image_size: Sequence[int], fraction: float) -> tuple[int, int]:
@@ -240,8 +254,7 @@ def random_crop(images: torch.Tensor, size: tuple[int, int], generator: torch.Ge
     left = torch.randint(0, w - cw + 1, (b,), device=images.device, generator=generator)
     rows = torch.arange(ch, device=images.device).view(1, ch) + top.view(b, 1)
     cols = torch.arange(cw, device=images.device).view(1, cw) + left.view(b, 1)
-    batch = torch.arange(b, device=images.device).view(b, 1, 1)
-    return images[batch, rows.view(b, ch, 1), cols.view(b, 1, cw)]
+    return gather_windows(images, rows, cols)
 
 
 def center_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from lapo_learning.agent import ADVANTAGE_ESTIMATES, ADVANTAGE_WEIGHTINGS, ALGOS, MAX_EXP_WEIGHT, Agent, AgentConfig
+from lapo_learning.allocator import retain_freed_memory
 from lapo_learning.checkpoint import (VALUE_RANGE_KEY, CheckpointError, build_agent, load_checkpoint,
                                       restore_agent, save_checkpoint)
 from lapo_learning.dataset import OfflineDataset, load_dataset, split_episodes
@@ -413,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None and args.threads <= 0:
         log.error("--threads must be > 0, got %s", args.threads)
         return 2
+    retain_freed_memory()  # CPU steps stop page-faulting their activations in anew (lapo_learning/allocator.py)
     threads = torch.get_num_threads()  # restored after: a caller in the same process keeps its own
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -115,6 +115,23 @@ def crops_from_args(crop: list[list[str]] | None) -> tuple[Crop, ...]:
     return tuple((cam, *box) for cam, box in map(parse_crop, crop))
 
 
+def recipe_args(cfg: TrainConfig) -> list[str]:
+    """lapo_learning.train's flags of the model and its training (algorithm, encoder, chunk, batch,
+    learning rates, LAPO's weighting), then cfg.extra_args; no data, output, step-count or device flags."""
+    argv = ["--algo", cfg.algo, "--image_encoder", cfg.image_encoder, "--batch_size", str(cfg.batch_size),
+            "--action_space", cfg.action_space, "--action_chunk", str(cfg.action_chunk),
+            "--latent_dim", str(cfg.latent_dim)]
+    if cfg.algo == "lapo":
+        argv += ["--aux_action_weight", str(cfg.aux_action_weight), "--max_latent_action", str(cfg.max_latent_action),
+                 "--vae_lr", str(cfg.lapo_lr), "--actor_lr", str(cfg.lapo_lr), "--lr_schedule", cfg.lapo_lr_schedule,
+                 "--advantage_estimate", cfg.lapo_advantage_estimate,
+                 "--advantage_margin", str(cfg.lapo_advantage_margin), "--expectile", str(cfg.lapo_expectile),
+                 "--advantage_sampling" if cfg.lapo_advantage_sampling else "--no-advantage_sampling"]
+    else:
+        argv += ["--ema_decay", str(cfg.ema_decay)]
+    return argv + list(cfg.extra_args)  # last: they override the recipe
+
+
 def train_policy(settings: RunSettings, cfg: TrainConfig, dataset_dir: Path, exp_id: str,
                  resume: bool = False) -> Path:
     """Train with lapo_learning.train; returns the run folder (model_final_<algo>.pth inside).
@@ -130,23 +147,13 @@ def train_policy(settings: RunSettings, cfg: TrainConfig, dataset_dir: Path, exp
     h, w = cfg.image_size or settings.image_size
     crops = [str(v) for crop in cfg.crops for v in ("--crop", *crop)]
     argv = ["--hdf5_path", str(dataset_dir), "--results_dir", str(settings.out / "results"), "--ExpID", exp_id,
-            "--algo", cfg.algo, "--image_encoder", cfg.image_encoder, "--image_size", str(h), str(w), *crops,
+            "--image_size", str(h), str(w), *crops,
             "--max_timesteps", str(cfg.steps), "--eval_freq", str(max(cfg.steps // 10, 1)),
-            "--save_freq", str(max(cfg.steps // cfg.checkpoints, 1)), "--batch_size", str(cfg.batch_size),
-            "--device", cfg.device,
-            "--seed", str(cfg.seed), "--action_space", cfg.action_space, "--action_chunk", str(cfg.action_chunk),
-            "--latent_dim", str(cfg.latent_dim), *load]
+            "--save_freq", str(max(cfg.steps // cfg.checkpoints, 1)), "--device", cfg.device,
+            "--seed", str(cfg.seed), *load]
     if cfg.threads is not None:
         argv += ["--threads", str(cfg.threads)]
-    if cfg.algo == "lapo":
-        argv += ["--aux_action_weight", str(cfg.aux_action_weight), "--max_latent_action", str(cfg.max_latent_action),
-                 "--vae_lr", str(cfg.lapo_lr), "--actor_lr", str(cfg.lapo_lr), "--lr_schedule", cfg.lapo_lr_schedule,
-                 "--advantage_estimate", cfg.lapo_advantage_estimate,
-                 "--advantage_margin", str(cfg.lapo_advantage_margin), "--expectile", str(cfg.lapo_expectile),
-                 "--advantage_sampling" if cfg.lapo_advantage_sampling else "--no-advantage_sampling"]
-    else:
-        argv += ["--ema_decay", str(cfg.ema_decay)]
-    argv += cfg.extra_args  # last: they override the recipe
+    argv += recipe_args(cfg)  # last: cfg.extra_args override the recipe
     log.info("training: python -m lapo_learning.train %s", " ".join(argv))
     rc = train_main(argv)
     if rc != 0 or not (run_dir / f"model_final_{cfg.algo}.pth").is_file():
