@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from lapo_learning.agent import Agent, AgentConfig  # noqa: E402
 from lapo_learning.allocator import retain_freed_memory  # noqa: E402
-from lapo_learning.checkpoint import VALUE_RANGE_KEY, build_agent  # noqa: E402
+from lapo_learning.checkpoint import build_agent  # noqa: E402
 from lapo_learning.dataset import OfflineDataset  # noqa: E402
 from lapo_learning.lapo_agent import LAPOAgent  # noqa: E402
 from lapo_learning.replay import ReplayBuffer, fit_statistics  # noqa: E402
 from lapo_learning.schema import CAMERAS, ObservationSchema  # noqa: E402
 from lapo_learning.synthetic_task import TaskConfig, generate_episodes  # noqa: E402
-from lapo_learning.train import agent_config, build_parser  # noqa: E402
+from lapo_learning.train import agent_config, build_parser, training_buffer, training_statistics  # noqa: E402
 from lapo_ros.sim.training import TrainConfig, recipe_args  # noqa: E402
 
 log = logging.getLogger("bench.train_throughput")
@@ -79,16 +79,11 @@ def encoder_row(encoder: str, ds: OfflineDataset, device: str, batch: int, steps
 
 def recipe_row(algo: str, ds: OfflineDataset, device: str, steps: int) -> dict[str, float]:
     """`algo` as the sim recipe trains it: its flags parsed by lapo_learning.train's own parser."""
-    recipe = TrainConfig(algo=algo)
-    args = build_parser().parse_args(["--hdf5_path", "(synthetic)", *recipe_args(recipe)])
+    args = build_parser().parse_args(["--hdf5_path", "(synthetic)", *recipe_args(TrainConfig(algo=algo))])
     episodes = np.arange(ds.n_episodes)
-    stats = fit_statistics(ds, ds.episode_indices(episodes), relative_actions=args.action_space == "relative",
-                           action_chunk=args.action_chunk)
-    stats.extra[VALUE_RANGE_KEY] = [float(ds.rewards.min()), float(ds.rewards.max())]
+    stats = training_statistics(ds, ds.episode_indices(episodes), args)
     agent = build_agent(ds.schema, agent_config(args), stats, device)
-    buf = ReplayBuffer(ds, episodes, stats, device, seed=0, action_chunk=args.action_chunk)
-    if agent.config.advantage_sampling:  # as lapo_learning.train draws the training batches
-        buf.draw_in_proportion(agent.weights_of(buf.step_advantage))
+    buf = training_buffer(agent, ds, episodes, stats, device, seed=0, discount=args.discount)
     return measure(agent, buf, device, args.batch_size, steps, warmup=3)
 
 

@@ -36,7 +36,7 @@ from lapo_learning.outliers import ABSOLUTE_BOUND, ROBUST_PERCENTILE
 from lapo_learning.plotting import plot_progress
 from lapo_learning.replay import ReplayBuffer, fit_statistics
 from lapo_learning.rng import load_generator_state
-from lapo_learning.schema import SchemaMismatch, parse_crop
+from lapo_learning.schema import DatasetStatistics, SchemaMismatch, parse_crop
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -311,6 +311,27 @@ def prepare(args: argparse.Namespace) -> tuple[OfflineDataset, np.ndarray, np.nd
     return ds, train_eps, val_eps
 
 
+def training_statistics(ds: OfflineDataset, train_idx: np.ndarray, args: argparse.Namespace) -> DatasetStatistics:
+    """The normalisation of a new run, fitted on its training samples, with the scaled reward range
+    LAPO's V is clamped to (VALUE_RANGE_KEY)."""
+    stats = fit_statistics(ds, train_idx, args.reward_scale, relative_actions=args.action_space == "relative",
+                           absolute_actions=args.absolute_actions, action_chunk=args.action_chunk)
+    scaled = ds.rewards[train_idx] / stats.reward_scale
+    stats.extra[VALUE_RANGE_KEY] = [float(scaled.min()), float(scaled.max())]
+    return stats
+
+
+def training_buffer(agent: Agent, ds: OfflineDataset, episodes: np.ndarray, stats: DatasetStatistics,
+                    device: torch.device | str, seed: int, discount: float) -> ReplayBuffer:
+    """The replay buffer training samples from: in proportion to the agent's weights where it draws
+    its batches by weight (advantage_sampling), else uniformly."""
+    buf = ReplayBuffer(ds, episodes, stats, device, seed=seed, action_chunk=agent.config.action_chunk,
+                       discount=discount)
+    if agent.config.advantage_sampling:
+        buf.draw_in_proportion(agent.weights_of(buf.step_advantage))
+    return buf
+
+
 def train(args: argparse.Namespace) -> Path:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
@@ -331,18 +352,13 @@ def train(args: argparse.Namespace) -> Path:
         agent.schema.require_compatible(ds.schema, f"{args.hdf5_path} does not match checkpoint {src}")
         log.info("resuming from %s (step %d)", src, resume["step"])
     else:
-        stats = fit_statistics(ds, train_idx, args.reward_scale, relative_actions=args.action_space == "relative",
-                               absolute_actions=args.absolute_actions,
-                               action_chunk=args.action_chunk)
-        scaled = ds.rewards[train_idx] / stats.reward_scale
-        stats.extra[VALUE_RANGE_KEY] = [float(scaled.min()), float(scaled.max())]
+        stats = training_statistics(ds, train_idx, args)
         agent = build_agent(ds.schema, agent_config(args), stats, device)
         agent.seed(args.seed)
     chunk = agent.config.action_chunk  # a resumed run keeps its checkpoint's chunk size
-    train_buf = ReplayBuffer(ds, train_eps, stats, device, seed=args.seed, action_chunk=chunk, discount=args.discount)
+    train_buf = training_buffer(agent, ds, train_eps, stats, device, args.seed, args.discount)
+    # Validation keeps uniform samples and weighted errors.
     val_buf = ReplayBuffer(ds, val_eps, stats, device, seed=args.seed + 1, action_chunk=chunk, discount=args.discount)
-    if agent.config.advantage_sampling:  # validation keeps uniform samples and weighted errors
-        train_buf.draw_in_proportion(agent.weights_of(train_buf.step_advantage))
     del ds  # the buffers hold what training needs
     start = 0
     if resume is not None:

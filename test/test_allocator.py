@@ -11,7 +11,7 @@ import pytest
 # activations; printed: minor page faults per step once warm. Run in a fresh process each, since
 # the settings last for the process's life. "trim" is the control: glibc's defaults, with the
 # freed memory handed back to the OS after every step (malloc_trim). glibc's own trimming does the
-# same in most runs (here up to 24,900 faults per step without the settings), but not asserted:
+# same in most runs (here 24,938 faults per step without the settings), but not asserted:
 # whether it trims depends on what else lies at the top of the heap.
 STEPS = """
 import ctypes, ctypes.util, resource, sys, torch
